@@ -1,0 +1,5 @@
+import sys
+
+from mobilezoo.cli import main
+
+sys.exit(main())

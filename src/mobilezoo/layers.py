@@ -1,0 +1,162 @@
+"""Building blocks shared by every family: conv-norm-act, squeeze-excite, activations, channel shuffle.
+
+Module names follow torchvision (`Conv2dNormActivation` is a Sequential of conv/norm/act at indices 0/1/2,
+`SqueezeExcitation` has `fc1`/`fc2`) so that models built from these blocks share torchvision's state_dict keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "relu6": lambda: nn.ReLU6(inplace=True),
+    "hswish": lambda: nn.Hardswish(inplace=True),
+    "hsigmoid": lambda: nn.Hardsigmoid(inplace=True),
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def get_act(name: str | None) -> nn.Module:
+    """An activation module by name (``relu``, ``relu6``, ``hswish``, ``hsigmoid``, ``sigmoid``); None gives Identity."""
+    if name is None:
+        return nn.Identity()
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never going below 90% of it.
+
+    This is the TF/torchvision ``_make_divisible`` rule of MobileNet V2/V3: round half up to a multiple of
+    ``divisor`` (at least ``min_value``, default ``divisor``), then add ``divisor`` if that lost more than 10%.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d, then BatchNorm (unless ``norm=False``), then an activation (none when ``act=None``).
+
+    Padding keeps the spatial size at stride 1 (``(kernel - 1) // 2``). The conv has no bias when a norm follows.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        act: str | None = "relu",
+        norm: bool = True,
+        bias: bool | None = None,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(
+                in_chs,
+                out_chs,
+                kernel_size,
+                stride=stride,
+                padding=(kernel_size - 1) // 2,
+                groups=groups,
+                bias=(not norm) if bias is None else bias,
+            )
+        ]
+        if norm:
+            layers.append(nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum))
+        if act is not None:
+            layers.append(get_act(act))
+        super().__init__(*layers)
+        self.out_channels = out_chs
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation with biased 1x1 convs: pool, fc1 + ``act``, fc2 + ``gate``, rescale the input."""
+
+    def __init__(self, chs: int, squeeze_chs: int, act: str = "relu", gate: str = "hsigmoid") -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(chs, squeeze_chs, 1)
+        self.fc2 = nn.Conv2d(squeeze_chs, chs, 1)
+        self.activation = get_act(act)
+        self.scale_activation = get_act(gate)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return x * scale
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """ShuffleNet's channel shuffle: view channels as (groups, C/groups), transpose, flatten.
+
+    Shapes are read from the tensor (``-1`` for the batch), so traced and exported graphs keep a dynamic batch.
+    For 6 channels in 2 groups the output order is 0, 3, 1, 4, 2, 5.
+    """
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    x = x.reshape(-1, groups, channels // groups, height, width)
+    return x.transpose(1, 2).reshape(-1, channels, height, width)
+
+
+class ChannelShuffle(nn.Module):
+    """:func:`channel_shuffle` as a layer (no parameters)."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        return channel_shuffle(x, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+def check_input(x: Tensor, in_chans: int, min_size: int) -> None:
+    """Raise a ValueError naming the shape when ``x`` is not an (N, in_chans, H, W) batch of at least min_size."""
+    if x.dim() != 4:
+        raise ValueError(f"expected a 4-d (N, C, H, W) input, got {x.dim()} dimensions")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"expected {in_chans} input channels, got {x.shape[1]}")
+    if x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(
+            f"input {x.shape[2]}x{x.shape[3]} is too small: this network needs at least {min_size}x{min_size}"
+        )
+
+
+def init_weights(model: nn.Module) -> None:
+    """torchvision's MobileNet init: kaiming-normal (fan_out) convs, unit BN, N(0, 0.01) linear, zero biases."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "ChannelShuffle",
+    "ConvNormAct",
+    "SqueezeExcite",
+    "channel_shuffle",
+    "check_input",
+    "get_act",
+    "init_weights",
+    "make_divisible",
+]

@@ -1,0 +1,124 @@
+"""The contract every mobilezoo model keeps, and the feature extractor built on it.
+
+A model is a trunk (an ordered list of named modules whose sequential application is ``forward_features``) and a head
+(``forward_head``). ``feature_info`` names the trunk modules whose outputs are the stage features; the
+``features_only`` wrapper runs the trunk and returns those outputs.
+"""
+
+from dataclasses import asdict, dataclass
+
+from torch import Tensor, nn
+
+from mobilezoo.layers import check_input
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One stage feature map: its channels, its stride (reduction) relative to the input, and the trunk module giving it."""
+
+    num_chs: int
+    reduction: int
+    module: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ZooModel(nn.Module):
+    """Base class of the registered models.
+
+    Subclasses set ``in_chans``, ``num_classes``, ``num_features`` (the pre-logits width), ``feature_info``, implement
+    ``trunk()``, ``forward_features`` (running the trunk, after :func:`check_input`), ``forward_head`` and
+    ``reset_classifier``.
+    """
+
+    # TorchScript cannot type these (dataclasses, strings set by the registry); they are Python-side metadata
+    __jit_ignored_attributes__ = ["feature_info", "model_name"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.min_input_size = 32  # every registered net reduces by 32; smaller inputs vanish
+
+    def trunk(self) -> list[tuple[str, nn.Module]]:
+        """The modules ``forward_features`` applies in order, as (dotted name, module)."""
+        raise NotImplementedError
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def get_classifier(self) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def check_num_classes(num_classes: int) -> None:
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+
+
+def check_in_chans(in_chans: int) -> None:
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be an integer >= 1, got {in_chans!r}")
+
+
+def check_width_mult(width_mult: float) -> None:
+    if not isinstance(width_mult, (int, float)) or not width_mult > 0:
+        raise ValueError(f"width_mult must be a number > 0, got {width_mult!r}")
+
+
+def check_drop_rate(drop_rate: float) -> None:
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate is a drop probability in [0, 1), got {drop_rate!r}")
+
+
+class FeatureExtractor(nn.Module):
+    """Runs a model's trunk and returns the feature maps at ``out_indices`` (indices into ``feature_info``)."""
+
+    __jit_ignored_attributes__ = ["feature_info", "module_names"]
+
+    def __init__(self, model: ZooModel, out_indices: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        n = len(model.feature_info)
+        if out_indices is None:
+            out_indices = tuple(range(n))
+        out_indices = tuple(i + n if isinstance(i, int) and i < 0 else i for i in out_indices)
+        bad = [i for i in out_indices if not isinstance(i, int) or not 0 <= i < n]
+        if bad or not out_indices:
+            raise ValueError(f"out_indices {out_indices!r} invalid: expected indices in 0..{n - 1} (or negative)")
+        out_indices = tuple(sorted(set(out_indices)))
+        self.feature_info: list[FeatureInfo] = [model.feature_info[i] for i in out_indices]
+        self.in_chans = model.in_chans
+        self.min_input_size = model.min_input_size
+        wanted = {info.module for info in self.feature_info}
+        names: list[str] = []
+        modules: list[nn.Module] = []
+        taps: list[bool] = []
+        for name, module in model.trunk():
+            names.append(name)
+            modules.append(module)
+            taps.append(name in wanted)
+            wanted.discard(name)
+            if not wanted:
+                break
+        if wanted:
+            raise ValueError(f"feature modules {sorted(wanted)} are not in the model's trunk")
+        self.module_names = names
+        self.stages = nn.ModuleList(modules)
+        self.taps = taps
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        check_input(x, self.in_chans, self.min_input_size)
+        features: list[Tensor] = []
+        for i, module in enumerate(self.stages):
+            x = module(x)
+            if self.taps[i]:
+                features.append(x)
+        return features

@@ -1,0 +1,259 @@
+"""The model registry: ``register_model``, ``create_model``, ``list_models`` and the model cards.
+
+Each registered builder carries a :class:`ModelCard`. The paper's numbers on a card come from one row of
+``paper_numbers.csv`` (shipped in the package, the same file the tests check the counts against), so the CLI, the
+reports and the tests read one source.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import fnmatch
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from os import PathLike
+from typing import Any
+
+from torch import nn
+
+from mobilezoo.models.base import FeatureExtractor, ZooModel, check_in_chans, check_num_classes
+
+PAPERS = {
+    "MobileNetV1": "Howard et al., MobileNets (arXiv:1704.04861, 2017)",
+    "MobileNetV2": "Sandler et al., MobileNetV2 (arXiv:1801.04381, CVPR 2018)",
+    "MobileNetV3": "Howard et al., Searching for MobileNetV3 (arXiv:1905.02244v5, ICCV 2019)",
+    "ShuffleNetV1": "Zhang et al., ShuffleNet (arXiv:1707.01083v2, CVPR 2018)",
+    "ShuffleNetV2": "Ma et al., ShuffleNet V2 (arXiv:1807.11164, ECCV 2018)",
+    "Reference": "Howard et al., MobileNets (arXiv:1704.04861) Table 8 (reference networks)",
+}
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of ``paper_numbers.csv``: the paper's figures and the reference count for one variant."""
+
+    family: str
+    variant: str
+    resolution: int
+    top1: float | None
+    madds_m: float | None
+    params_m: float | None
+    source: str
+    counted_on: str
+    counted_params: int | None
+    counted_madds_m: float | None
+    notes: str
+
+
+def _opt(value: str, kind: Callable[[str], Any]) -> Any:
+    return kind(value) if value.strip() else None
+
+
+@functools.cache
+def paper_rows() -> tuple[PaperRow, ...]:
+    """All rows of the packaged ``paper_numbers.csv``."""
+    text = resources.files("mobilezoo").joinpath("paper_numbers.csv").read_text(encoding="utf-8")
+    return tuple(
+        PaperRow(
+            family=r["family"],
+            variant=r["variant"],
+            resolution=int(r["resolution"]),
+            top1=_opt(r["paper_top1"], float),
+            madds_m=_opt(r["paper_madds_m"], float),
+            params_m=_opt(r["paper_params_m"], float),
+            source=r["source"],
+            counted_on=r["counted_on"],
+            counted_params=_opt(r["counted_params"], int),
+            counted_madds_m=_opt(r["counted_madds_m"], float),
+            notes=r["notes"],
+        )
+        for r in csv.DictReader(text.splitlines())
+    )
+
+
+def paper_row(variant: str) -> PaperRow:
+    for row in paper_rows():
+        if row.variant == variant:
+            return row
+    raise KeyError(f"no row {variant!r} in paper_numbers.csv")
+
+
+@dataclass(frozen=True)
+class TorchvisionRef:
+    """The torchvision model with the same architecture: its builder, weights enum and our kwargs that match it."""
+
+    builder: str
+    weights: str | None = None  # e.g. "MobileNet_V2_Weights"; None when torchvision ships no checkpoint
+    builder_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the registry knows about a model: its paper, the paper's figures, and the torchvision counterpart."""
+
+    name: str
+    family: str
+    paper: str
+    table: str
+    paper_variant: str | None = None
+    resolution: int = 224
+    paper_top1: float | None = None
+    paper_madds_m: float | None = None
+    paper_params_m: float | None = None
+    notes: str = ""
+    torchvision: TorchvisionRef | None = None
+    pretrained: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "name": self.name,
+            "family": self.family,
+            "paper": self.paper,
+            "table": self.table,
+            "paper_variant": self.paper_variant,
+            "resolution": self.resolution,
+            "paper_top1": self.paper_top1,
+            "paper_madds_m": self.paper_madds_m,
+            "paper_params_m": self.paper_params_m,
+            "notes": self.notes,
+            "torchvision_builder": self.torchvision.builder if self.torchvision else None,
+            "pretrained": self.pretrained,
+        }
+        return out
+
+
+_BUILDERS: dict[str, Callable[..., ZooModel]] = {}
+_CARDS: dict[str, ModelCard] = {}
+
+
+def register_model(
+    *,
+    family: str,
+    table: str,
+    paper_variant: str | None = None,
+    notes: str = "",
+    torchvision: TorchvisionRef | None = None,
+) -> Callable[[Callable[..., ZooModel]], Callable[..., ZooModel]]:
+    """Register a builder under its function name with a card whose figures come from ``paper_variant``'s row."""
+
+    def decorator(fn: Callable[..., ZooModel]) -> Callable[..., ZooModel]:
+        name = fn.__name__
+        if name in _BUILDERS:
+            raise ValueError(f"model {name!r} is registered twice")
+        card = ModelCard(
+            name=name, family=family, paper=PAPERS[family], table=table, notes=notes, torchvision=torchvision
+        )
+        if paper_variant is not None:
+            row = paper_row(paper_variant)
+            card = replace(
+                card,
+                paper_variant=paper_variant,
+                resolution=row.resolution,
+                paper_top1=row.top1,
+                paper_madds_m=row.madds_m,
+                paper_params_m=row.params_m,
+            )
+        _BUILDERS[name] = fn
+        _CARDS[name] = card
+        return fn
+
+    return decorator
+
+
+@functools.cache
+def _ensure_models_imported() -> None:
+    """Import every module of ``mobilezoo.models`` once: their ``@register_model`` builders fill the registry."""
+    import mobilezoo.models
+
+    for module in pkgutil.iter_modules(mobilezoo.models.__path__):
+        if module.name != "base":
+            importlib.import_module(f"mobilezoo.models.{module.name}")
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted; ``pattern`` is a glob such as ``"mobilenet_v3*"``."""
+    _ensure_models_imported()
+    names = sorted(_BUILDERS)
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return names
+
+
+def _lookup(name: str) -> str:
+    _ensure_models_imported()
+    if name not in _BUILDERS:
+        close = difflib.get_close_matches(name, _BUILDERS, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see mobilezoo.list_models()"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    return name
+
+
+def model_card(name: str) -> ModelCard:
+    """The card of a registered model; for models with a torchvision checkpoint it includes its preprocessing and top-1."""
+    card = _CARDS[_lookup(name)]
+    if card.torchvision is not None and card.torchvision.weights is not None and card.pretrained is None:
+        from mobilezoo.weights import torchvision_pretrained_info
+
+        card = replace(card, pretrained=torchvision_pretrained_info(card.torchvision.weights))
+    return card
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    weights: str | PathLike | None = None,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    ``weights``: None (random init), ``"torchvision"`` (torchvision's default ImageNet checkpoint for the same
+    architecture, through torchvision's download cache), ``"torchvision:IMAGENET1K_V1"`` (a named one), or a path to a
+    ``.safetensors``/``.pth``/``.pt`` file. With torchvision weights, ``num_classes != 1000`` gets a fresh classifier
+    and ``in_chans != 3`` an adapted stem. ``features_only=True`` returns a module giving the feature maps listed in
+    ``feature_info`` (``out_indices`` selects some of them).
+    """
+    from mobilezoo import weights as wts
+
+    name = _lookup(name)
+    check_num_classes(num_classes)
+    check_in_chans(in_chans)
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices is only meaningful with features_only=True")
+    card = _CARDS[name]
+    builder = _BUILDERS[name]
+    if isinstance(weights, str) and (weights == "torchvision" or weights.startswith("torchvision:")):
+        tv = card.torchvision
+        if tv is None or tv.weights is None:
+            have = [n for n, c in _CARDS.items() if c.torchvision and c.torchvision.weights]
+            raise ValueError(
+                f"torchvision has no checkpoint for {name!r}; models that have one: {', '.join(sorted(have))}"
+            )
+        for key, value in tv.model_kwargs.items():
+            if model_kwargs.setdefault(key, value) != value:
+                raise ValueError(
+                    f"torchvision's checkpoint for {name!r} needs {key}={value!r}, got {model_kwargs[key]!r}"
+                )
+        model = builder(num_classes=1000, in_chans=in_chans, **model_kwargs)
+        member = weights.partition(":")[2] or "DEFAULT"
+        state_dict = wts.torchvision_state_dict(tv.weights, member)
+        wts.load_weights(model, wts.adapt_state_dict(model, state_dict))
+        if num_classes != 1000:
+            model.reset_classifier(num_classes)
+    else:
+        model = builder(num_classes=num_classes, in_chans=in_chans, **model_kwargs)
+        if weights is not None:
+            wts.load_weights(model, weights)
+    model.model_name = name  # type: ignore[assignment]
+    if features_only:
+        return FeatureExtractor(model, out_indices)
+    return model
