@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# writes to whatever sys.stdout is at print time; piped output gets a wide console so tables are not truncated
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def fmt(value: Any, digits: int = 2) -> str:
