@@ -1,5 +1,6 @@
 """mobilezoo: MobileNet V1/V2/V3, ShuffleNet V1/V2 and their reference nets, faithful to the papers."""
 
+from mobilezoo.complexity import profile, textbook_tables
 from mobilezoo.registry import create_model, list_models, model_card
 from mobilezoo.weights import load_weights, save_weights
 
@@ -11,5 +12,7 @@ __all__ = [
     "list_models",
     "load_weights",
     "model_card",
+    "profile",
     "save_weights",
+    "textbook_tables",
 ]

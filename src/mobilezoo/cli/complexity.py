@@ -1,0 +1,120 @@
+"""``mobilezoo profile`` (params, MAdds, MAC, memory per layer) and ``mobilezoo tables`` (the textbook's tables)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mobilezoo.cli._output import console, fmt, print_json, print_table
+from mobilezoo.complexity import profile
+from mobilezoo.complexity.tables import Figure, TableResult, table_ids, textbook_tables
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="params, MAdds, other ops, memory access cost and activation memory")
+    p.add_argument("name", help="a registered model, see `mobilezoo list`")
+    p.add_argument("--resolution", type=int, default=224, help="input height and width (default 224)")
+    p.add_argument("--width-mult", type=float, default=None, help="width multiplier passed to the model builder")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default=None, help="default meta: counts from shapes alone; 'cpu' runs it for real")
+    p.add_argument("--per-layer", action="store_true", help="also list every layer")
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    p.set_defaults(func=run_profile)
+
+    t = sub.add_parser("tables", help="regenerate the textbook's Tables 5-2, 5-3, 5-10, 5-11, 5-12 against the papers")
+    t.add_argument("ids", nargs="*", metavar="TABLE", help=f"some of {', '.join(table_ids())} (default: all)")
+    t.add_argument("--errata", action="store_true", help="add the paper figures no count reproduces (V2 1.4, ...)")
+    t.add_argument("--skip-missing", action="store_true", help="report unregistered models as rows, do not stop")
+    t.add_argument("--json", action="store_true", help="print the tables as JSON")
+    t.set_defaults(func=run_tables)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.2f} MiB"
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    kwargs = {} if args.width_mult is None else {"width_mult": args.width_mult}
+    prof = profile(args.name, resolution=args.resolution, batch_size=args.batch_size, device=args.device, **kwargs)
+    if args.json:
+        print_json(prof.to_dict(per_layer=args.per_layer))
+        return 0
+    if args.per_layer:
+        rows = [
+            (
+                r.name or "(model)",
+                r.type if r.called else f"{r.type} (not called)",
+                "x".join(map(str, r.output_shape or ())),
+                r.params,
+                r.madds,
+                r.other_ops,
+                r.mac,
+                r.output_bytes,
+            )
+            for r in prof.layers
+        ]
+        columns = ["layer", "type", "output", "params", "MAdds", "other ops", "MAC (elements)", "output bytes"]
+        print_table(rows, columns, title=f"{prof.model} per layer (rows sum to the totals)")
+    other = ", ".join(f"{k} {v / 1e6:,.2f}M" for k, v in prof.other_ops.items())
+    totals = [
+        ("input", "x".join(map(str, prof.input_shape)) + f" {prof.dtype} on {prof.device}"),
+        ("params", f"{prof.params:,} ({prof.params_m:.2f}M; not called in the forward: {prof.params_not_called:,})"),
+        ("MAdds", f"{prof.madds:,} ({prof.madds_m:.2f}M; the papers' 'FLOPs')"),
+        ("FLOPs = 2 x MAdds", f"{prof.flops / 1e6:,.2f}M"),
+        ("other ops (not in MAdds)", other),
+        ("all ops = MAdds + other", f"{prof.all_ops / 1e6:,.2f}M"),
+        ("MAC", f"{prof.mac / 1e6:,.2f}M elements, {_mb(prof.mac_bytes)}"),
+        ("peak activation memory", _mb(prof.peak_activation_bytes)),
+        ("weights", _mb(prof.param_bytes)),
+    ]
+    print_table(totals, ["quantity", "value"], title=f"{prof.model} at {args.resolution}px (millions = 1e6)")
+    return 0
+
+
+def _printed(value: float | None) -> str:
+    return "-" if value is None else f"{value:,g}"  # a figure as the book or paper prints it
+
+
+def _figure(f: Figure | None) -> tuple[str, str, str, str]:
+    if f is None:
+        return "-", "-", "-", "-"
+    diff = f"{f.diff_pct:+.2f}%" if f.diff_pct is not None else "-"
+    return _printed(f.textbook), _printed(f.paper), fmt(f.ours), diff
+
+
+def _print_table(table: TableResult) -> None:
+    notes: list[str] = []
+    rows = []
+    for r in table.rows:
+        marks = []
+        for text in (r.flag, r.note, r.error):
+            if text:
+                if text not in notes:
+                    notes.append(text)
+                marks.append(f"[{notes.index(text) + 1}]")
+        top1 = fmt(r.top1_textbook, 1) + (f" ({r.top1_paper})" if r.top1_paper is not None else "")
+        row = [r.label + (f" @{r.resolution}" if r.resolution != 224 else ""), top1, *_figure(r.madds)]
+        row += _figure(r.params)[0:3]
+        if table.channel_labels:
+            ours = "/".join(map(str, r.channels_ours or ()))
+            row.append(ours + ("" if r.channels_ours == r.channels_textbook else " != textbook"))
+        row.append(r.status + " " + " ".join(marks))
+        rows.append(row)
+    columns = ["row", "top-1 % (paper)", "MAdds M textbook", "paper", "ours", "vs paper", "params M textbook"]
+    columns += ["paper", "ours"]
+    if table.channel_labels:
+        columns.append(" / ".join(table.channel_labels))
+    columns.append("status")
+    print_table(rows, columns, title=f"Table {table.id}: {table.title}")
+    console.print(f"  convention: {table.convention}")
+    for i, text in enumerate(notes, 1):
+        console.print(f"  [{i}] {text}", markup=False)
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    tables = textbook_tables(args.ids or None, include_errata=args.errata, skip_missing=args.skip_missing)
+    if args.json:
+        print_json([t.to_dict() for t in tables])
+    else:
+        for table in tables:
+            _print_table(table)
+    return 0 if all(t.reproduces for t in tables) else 1

@@ -1,0 +1,21 @@
+"""Complexity analysis: a profiler that states its conventions, the textbook's cost formulas, and its tables.
+
+``profile`` counts params, multiply-adds, other ops, memory access cost and activation memory per layer;
+``formulas`` holds the textbook's closed forms (standard vs depthwise-separable conv, width/resolution multipliers,
+ShuffleNet V2's MAC); ``textbook_tables`` regenerates the textbook's Tables 5-2, 5-3, 5-10, 5-11 and 5-12.
+"""
+
+from mobilezoo.complexity import formulas
+from mobilezoo.complexity.profiler import CONVENTIONS, LayerProfile, Profile, profile
+from mobilezoo.complexity.tables import TableResult, TableRow, textbook_tables
+
+__all__ = [
+    "CONVENTIONS",
+    "LayerProfile",
+    "Profile",
+    "TableResult",
+    "TableRow",
+    "formulas",
+    "profile",
+    "textbook_tables",
+]

@@ -1,0 +1,226 @@
+"""ShuffleNet V2: channel split, concat and shuffle (Ma et al., arXiv:1807.11164, Fig. 3 and Table 5).
+
+The default is the official architecture (megvii-model/ShuffleNet-Series ``ShuffleNetV2/``): in the first unit of
+stage 2 the left branch keeps conv1's 24 channels and the right branch gives ``out - 24`` (bottleneck ``out / 2``), the
+FC has no bias, and 2.0x has dropout 0.2 before the FC. ``torchvision_compat=True`` builds torchvision's variant (both
+branches ``out / 2``, FC with bias). Module names equal torchvision's ``shufflenet_v2_x*`` in both variants, so
+torchvision's checkpoints load with ``strict=True`` into the compatible one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from mobilezoo.layers import ConvNormAct, channel_shuffle, check_input, init_weights
+from mobilezoo.models.base import FeatureInfo, ZooModel, check_drop_rate, check_in_chans, check_num_classes
+from mobilezoo.registry import TorchvisionRef, register_model
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage row of Table 5: output size at 224 px, units (the first has stride 2)."""
+
+    name: str
+    size: int
+    units: int
+
+
+@dataclass(frozen=True)
+class Width:
+    """One column of Table 5: output channels of stages 2, 3, 4 and of conv5."""
+
+    stages: tuple[int, int, int]
+    conv5: int
+
+
+# Paper Table 5 (textbook Table 5-12): conv1 3x3 s2 24 ch + maxpool 3x3 s2, stages, conv5 1x1, pool, FC 1000.
+CONV1_CHANNELS = 24
+SHUFFLENET_V2 = (
+    Stage(name="stage2", size=28, units=4),
+    Stage(name="stage3", size=14, units=8),
+    Stage(name="stage4", size=7, units=4),
+)
+WIDTHS: dict[float, Width] = {
+    0.5: Width(stages=(48, 96, 192), conv5=1024),
+    1.0: Width(stages=(116, 232, 464), conv5=1024),
+    1.5: Width(stages=(176, 352, 704), conv5=1024),
+    2.0: Width(stages=(244, 488, 976), conv5=2048),
+}
+
+
+class InvertedResidual(nn.Module):
+    """Fig. 3 (c) stride 1: split, right branch 1x1 -> dw3x3 (no ReLU) -> 1x1, concat, shuffle(2).
+    Fig. 3 (d) stride 2: no split; left branch dw3x3 s2 -> 1x1, right branch as above with the dw at stride 2.
+
+    ``branch1``/``branch2`` are flat Sequentials with torchvision's indices. A stride-2 unit maps ``in_chs`` to
+    ``left_chs`` (left) + ``out_chs - left_chs`` (right, through ``mid_chs``).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, mid_chs: int, left_chs: int) -> None:
+        super().__init__()
+        self.stride = stride
+        if stride == 1:
+            # the left half passes through unchanged
+            right_in, right_out = in_chs - in_chs // 2, out_chs - in_chs // 2
+            self.branch1 = nn.Sequential()
+        else:
+            right_in, right_out = in_chs, out_chs - left_chs
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(in_chs, in_chs, 3, stride, 1, groups=in_chs, bias=False),
+                nn.BatchNorm2d(in_chs),
+                nn.Conv2d(in_chs, left_chs, 1, bias=False),
+                nn.BatchNorm2d(left_chs),
+                nn.ReLU(inplace=True),
+            )
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(right_in, mid_chs, 1, bias=False),
+            nn.BatchNorm2d(mid_chs),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid_chs, mid_chs, 3, stride, 1, groups=mid_chs, bias=False),
+            nn.BatchNorm2d(mid_chs),
+            nn.Conv2d(mid_chs, right_out, 1, bias=False),
+            nn.BatchNorm2d(right_out),
+            nn.ReLU(inplace=True),
+        )
+        self.out_channels = out_chs
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleNetV2(ZooModel):
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float | None = None,
+        torchvision_compat: bool = False,
+    ) -> None:
+        """``drop_rate`` None means the official choice: 0.2 at 2.0x (megvii), else 0 (and 0 for torchvision's)."""
+        super().__init__()
+        if width_mult not in WIDTHS:
+            raise ValueError(f"width_mult={width_mult!r} is not a ShuffleNet V2 width; expected one of {list(WIDTHS)}")
+        if drop_rate is None:
+            drop_rate = 0.2 if width_mult == 2.0 and not torchvision_compat else 0.0
+        check_num_classes(num_classes)
+        check_in_chans(in_chans)
+        check_drop_rate(drop_rate)
+        self.width_mult = width_mult
+        self.torchvision_compat = torchvision_compat
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        width = WIDTHS[width_mult]
+        self.conv1 = ConvNormAct(in_chans, CONV1_CHANNELS, 3, stride=2)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.feature_info = [FeatureInfo(CONV1_CHANNELS, 2, "conv1"), FeatureInfo(CONV1_CHANNELS, 4, "maxpool")]
+        in_chs, reduction = CONV1_CHANNELS, 4
+        for stage, out_chs in zip(SHUFFLENET_V2, width.stages):
+            # official: the left branch keeps the input width (24 -> 24 in stage 2); torchvision: out / 2 per branch.
+            # From stage 3 on both coincide (in = out / 2).
+            left = out_chs // 2 if torchvision_compat else in_chs
+            units = [InvertedResidual(in_chs, out_chs, 2, out_chs // 2, left)]
+            units += [InvertedResidual(out_chs, out_chs, 1, out_chs // 2, out_chs // 2) for _ in range(stage.units - 1)]
+            setattr(self, stage.name, nn.Sequential(*units))
+            in_chs, reduction = out_chs, reduction * 2
+            if stage.name != "stage4":
+                self.feature_info.append(FeatureInfo(out_chs, reduction, stage.name))
+        self.num_features = width.conv5
+        self.conv5 = ConvNormAct(in_chs, self.num_features, 1)
+        self.feature_info.append(FeatureInfo(self.num_features, reduction, "conv5"))
+        self.dropout = nn.Dropout(p=drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes, bias=torchvision_compat)
+        init_weights(self)
+
+    def trunk(self) -> list[tuple[str, nn.Module]]:
+        return [(name, getattr(self, name)) for name in ("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5")]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        check_input(x, self.in_chans, self.min_input_size)
+        x = self.maxpool(self.conv1(x))
+        return self.conv5(self.stage4(self.stage3(self.stage2(x))))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = x.mean([2, 3])
+        if pre_logits:
+            return x
+        return self.fc(self.dropout(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        check_num_classes(num_classes)
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes, bias=self.torchvision_compat)
+        nn.init.normal_(self.fc.weight, 0, 0.01)
+        if self.fc.bias is not None:
+            nn.init.zeros_(self.fc.bias)
+
+
+def _tv(suffix: str) -> TorchvisionRef:
+    return TorchvisionRef(
+        builder=f"shufflenet_v2_{suffix}",
+        weights=f"ShuffleNet_V2_{suffix.upper()}_Weights",
+        model_kwargs={"torchvision_compat": True},
+    )
+
+
+_TABLE = "Table 5 (channels, FLOPs, weights) + Table 8 (top-1)"
+_TV_NOTE = (
+    "torchvision_compat=True builds torchvision's variant (stage-2 first unit out/2 + out/2, FC bias): {tv}. "
+    "The default is the official megvii net (left branch 24, right out-24, FC without bias)."
+)
+
+
+@register_model(
+    family="ShuffleNetV2",
+    table=_TABLE,
+    paper_variant="shufflenet_v2_0.5x",
+    torchvision=_tv("x0_5"),
+    notes=_TV_NOTE.format(tv="1,366,792 params / 40.48M, the same MAdds as the official net"),
+)
+def shufflenet_v2_x0_5(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(**{"width_mult": 0.5, **kwargs})
+
+
+@register_model(
+    family="ShuffleNetV2",
+    table=_TABLE,
+    paper_variant="shufflenet_v2_1.0x",
+    torchvision=_tv("x1_0"),
+    notes=_TV_NOTE.format(tv="2,278,604 params / 144.91M vs 145.81M official"),
+)
+def shufflenet_v2_x1_0(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(**{"width_mult": 1.0, **kwargs})
+
+
+@register_model(
+    family="ShuffleNetV2",
+    table=_TABLE,
+    paper_variant="shufflenet_v2_1.5x",
+    torchvision=_tv("x1_5"),
+    notes=_TV_NOTE.format(tv="3,503,624 params / 295.76M vs 298.97M official"),
+)
+def shufflenet_v2_x1_5(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(**{"width_mult": 1.5, **kwargs})
+
+
+@register_model(
+    family="ShuffleNetV2",
+    table=_TABLE,
+    paper_variant="shufflenet_v2_2.0x",
+    torchvision=_tv("x2_0"),
+    notes=_TV_NOTE.format(tv="7,393,996 params / 583.25M vs 590.78M official; dropout 0.2 before the FC officially"),
+)
+def shufflenet_v2_x2_0(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(**{"width_mult": 2.0, **kwargs})
