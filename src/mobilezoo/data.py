@@ -1,0 +1,272 @@
+"""Data for training and evaluation: image folders, the built-in digits, ``torchvision.transforms.v2`` pipelines.
+
+Two sources share one interface (a Dataset yielding ``(image, label)`` with ``classes``):
+
+* an ``ImageFolder`` tree, ``root/train/<class>/*`` and ``root/val/<class>/*``;
+* ``"builtin"``: 5,000 MNIST digits shipped in ``mobilezoo/assets/digits5k.npz`` (see the README there for
+  provenance and licence), with a fixed stratified split of 4,000 train / 1,000 val images. They are 28x28 grayscale,
+  used with ``in_chans=1`` and upscaled by the transforms to the training resolution.
+
+Randomness of the augmentations is a pure function of ``(seed, epoch, index)`` (see :class:`SeededDataset`), so a run
+resumed in the middle of an epoch, or split over several processes, draws exactly the same augmented images.
+Images that fail to decode are skipped with a warning; the collate function counts them for the run's summary.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+BUILTIN = "builtin"
+BUILTIN_FILE = "digits5k.npz"
+# MNIST pixel statistics (ink on black, scaled to [0, 1]); ImageNet's for RGB folders (torchvision's weights use them)
+BUILTIN_MEAN, BUILTIN_STD = (0.1307,), (0.3081,)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+AUTO_AUGMENT = ("none", "autoaugment", "trivialaugment", "randaugment")
+SPLITS = ("train", "val")
+DECODE_ERRORS = (OSError, ValueError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The per-channel mean and std applied after scaling pixels to [0, 1]; saved with every run."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+def default_normalization(in_chans: int, builtin: bool) -> Normalization:
+    """MNIST statistics for the built-in digits, ImageNet's otherwise (its mean of channels for grayscale)."""
+    if builtin:
+        mean, std = BUILTIN_MEAN, BUILTIN_STD
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if len(mean) != in_chans:
+        mean, std = (float(np.mean(mean)),) * in_chans, (float(np.mean(std)),) * in_chans
+    return Normalization(tuple(mean), tuple(std))
+
+
+class BuiltinDigits(Dataset):
+    """The built-in 5,000 MNIST digits as grayscale PIL images; ``split`` is ``"train"`` (4,000) or ``"val"`` (1,000)."""
+
+    classes: list[str] = [str(i) for i in range(10)]
+
+    def __init__(self, split: str = "train", transform: Any = None) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        with resources.files("mobilezoo").joinpath("assets", BUILTIN_FILE).open("rb") as f, np.load(f) as npz:
+            mask = npz["val"] if split == "val" else ~npz["val"]
+            self.images = npz["images"][mask]
+            self.targets = npz["labels"][mask].astype(np.int64).tolist()
+        self.split = split
+        self.transform = transform
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        img = Image.fromarray(self.images[index])  # uint8 (H, W) gives mode "L"
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.targets[index]
+
+
+def _load_image(path: str, mode: str) -> Image.Image:
+    with open(path, "rb") as f:
+        img = Image.open(f)
+        img.load()
+        return img.convert(mode)
+
+
+class ImageFolderSafe(datasets.ImageFolder):
+    """``torchvision.datasets.ImageFolder`` whose undecodable images come back as ``None`` (with a warning).
+
+    ``mode`` is the PIL mode images are converted to: ``"L"`` for ``in_chans=1``, ``"RGB"`` for 3.
+    """
+
+    def __init__(self, root: str | Path, transform: Any = None, mode: str = "RGB") -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"data folder {str(root)!r} does not exist (expected root/<class>/<images>)")
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        if not classes:
+            raise ValueError(f"data folder {str(root)!r} has no class sub-folders (expected root/<class>/<images>)")
+        empty = [c for c in classes if not any(_is_image(p) for p in (root / c).rglob("*"))]
+        if empty:
+            raise ValueError(
+                f"class folder(s) {', '.join(repr(str(root / c)) for c in empty)} hold no images "
+                f"(extensions {', '.join(datasets.folder.IMG_EXTENSIONS)})"
+            )
+        self.mode = mode
+        super().__init__(str(root), transform=transform, loader=lambda p: _load_image(p, mode))
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        path, target = self.samples[index]
+        try:
+            img = self.loader(path)
+        except DECODE_ERRORS as e:
+            warnings.warn(f"skipping undecodable image {path!r}: {e}", stacklevel=2)
+            return None
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, target
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in datasets.folder.IMG_EXTENSIONS
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that sample ``(epoch, index)`` is transformed under its own RNG seed.
+
+    torchvision's transforms draw from torch's global RNG; here each sample saves it, seeds it with
+    ``hash(seed, epoch, index)`` and restores it, so the augmentations do not depend on worker count, process count or on where in an
+    epoch a resumed run starts. The caller's RNG state is left untouched (dropout keeps its own stream).
+    """
+
+    def __init__(self, base: Dataset, seed: int) -> None:
+        self.base = base
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+        # save/seed/restore the CPU generator directly: torch.random.fork_rng costs ~1 ms a call
+        gen = torch.default_generator
+        state = gen.get_state()
+        gen.manual_seed(seed)
+        try:
+            return self.base[index]
+        finally:
+            gen.set_state(state)
+
+
+def collate_skipping(batch: Sequence[Any]) -> tuple[Tensor, Tensor, int]:
+    """Stack ``(image, label)`` samples, dropping the ``None`` of undecodable images; returns (x, y, skipped)."""
+    kept = [s for s in batch if s is not None]
+    skipped = len(batch) - len(kept)
+    if not kept:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    x = torch.stack([s[0] for s in kept])
+    y = torch.tensor([s[1] for s in kept], dtype=torch.long)
+    return x, y, skipped
+
+
+def build_transforms(
+    train: bool,
+    img_size: int,
+    norm: Normalization,
+    *,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    hflip: float = 0.5,
+    auto_augment: str = "none",
+    random_erasing: float = 0.0,
+    eval_crop_pct: float = 0.875,
+) -> v2.Compose:
+    """The train (random-resized-crop, flip, auto-augment, random erasing) or eval (resize + center crop) pipeline.
+
+    Input is a PIL image already in the model's mode; output a normalised float tensor (C, img_size, img_size).
+    """
+    if not isinstance(img_size, int) or img_size < 32:
+        raise ValueError(f"img_size must be an integer >= 32 (the nets reduce by 32), got {img_size!r}")
+    if auto_augment not in AUTO_AUGMENT:
+        raise ValueError(f"auto_augment must be one of {AUTO_AUGMENT}, got {auto_augment!r}")
+    if not 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0:
+        raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {crop_scale!r}")
+    if not 0.0 < eval_crop_pct <= 1.0:
+        raise ValueError(f"eval_crop_pct must be in (0, 1], got {eval_crop_pct!r}")
+    for name, p in (("hflip", hflip), ("random_erasing", random_erasing)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} is a probability in [0, 1], got {p!r}")
+    ops: list[Any]
+    if train:
+        ops = [v2.RandomResizedCrop(img_size, scale=crop_scale, antialias=True)]
+        if hflip > 0:
+            ops.append(v2.RandomHorizontalFlip(hflip))
+        if auto_augment == "autoaugment":
+            ops.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
+        elif auto_augment == "trivialaugment":
+            ops.append(v2.TrivialAugmentWide())
+        elif auto_augment == "randaugment":
+            ops.append(v2.RandAugment())
+    else:
+        ops = [v2.Resize(round(img_size / eval_crop_pct), antialias=True), v2.CenterCrop(img_size)]
+    ops += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(norm.mean), list(norm.std))]
+    if train and random_erasing > 0:
+        ops.append(v2.RandomErasing(random_erasing))
+    return v2.Compose(ops)
+
+
+def load_split(data: str | Path, split: str, transform: Any = None, in_chans: int = 3) -> Dataset:
+    """``split`` ("train" or "val") of ``data``: ``"builtin"`` or an ImageFolder root holding train/ and val/."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if str(data) == BUILTIN:
+        if in_chans != 1:
+            raise ValueError(f"the built-in digits are grayscale: use in_chans=1, got {in_chans}")
+        return BuiltinDigits(split, transform)
+    if in_chans not in (1, 3):
+        raise ValueError(f"image folders give 1-channel (L) or 3-channel (RGB) images, got in_chans={in_chans}")
+    root = Path(data)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {str(root)!r} does not exist (expected {BUILTIN!r} or a folder)")
+    if not (root / split).is_dir():
+        raise FileNotFoundError(
+            f"data folder {str(root)!r} has no {split}/ sub-folder (expected root/{split}/<class>/*)"
+        )
+    return ImageFolderSafe(root / split, transform, mode="L" if in_chans == 1 else "RGB")
+
+
+def subset_indices(targets: Sequence[int], n: int | None, seed: int) -> list[int]:
+    """A fixed, class-balanced subset of ``n`` indices (all of them for None), for quick runs and tests."""
+    if n is None or n >= len(targets):
+        return list(range(len(targets)))
+    if n < 1:
+        raise ValueError(f"subset size must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(targets))
+    # round-robin over classes in a seeded order keeps the subset balanced
+    by_class: dict[int, list[int]] = {}
+    for i in order:
+        by_class.setdefault(int(targets[i]), []).append(int(i))
+    picked: list[int] = []
+    queues = [by_class[c] for c in sorted(by_class)]
+    while len(picked) < n:
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop())
+    return sorted(picked)
+
+
+__all__ = [
+    "AUTO_AUGMENT",
+    "BUILTIN",
+    "BuiltinDigits",
+    "ImageFolderSafe",
+    "Normalization",
+    "SeededDataset",
+    "build_transforms",
+    "collate_skipping",
+    "default_normalization",
+    "load_split",
+    "subset_indices",
+]

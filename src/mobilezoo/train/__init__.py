@@ -1,0 +1,31 @@
+"""Training and evaluation: typed configs and named recipes, the training engine, checkpoints, DDP, evaluation.
+
+``train(TrainConfig(model="mobilenet_v3_small", data="builtin", recipe="modern", out="runs/x"))`` trains; the same
+call runs data-parallel under ``torchrun``. ``evaluate_weights`` and ``predict`` use the weights a run writes.
+"""
+
+from mobilezoo.train.config import MODERN, PAPER, Recipe, TrainConfig, get_recipe, load_config, resolve_config
+from mobilezoo.train.engine import ProgressEvent, TrainResult, resume_config, train
+from mobilezoo.train.evaluate import EvalResult, PredictResult, evaluate, evaluate_weights, predict, recalibrate_bn
+from mobilezoo.train.optim import RMSpropTF
+
+__all__ = [
+    "MODERN",
+    "PAPER",
+    "EvalResult",
+    "PredictResult",
+    "ProgressEvent",
+    "RMSpropTF",
+    "Recipe",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "evaluate_weights",
+    "get_recipe",
+    "load_config",
+    "predict",
+    "recalibrate_bn",
+    "resolve_config",
+    "resume_config",
+    "train",
+]

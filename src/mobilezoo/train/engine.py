@@ -1,0 +1,470 @@
+"""The training loop: one function, :func:`train`, for single-process and torchrun (DDP) runs, fresh or resumed.
+
+Determinism: the epoch's sample order is ``randperm`` under ``(seed, epoch)``, each sample's augmentation is seeded by
+``(seed, epoch, index)`` (:class:`mobilezoo.data.SeededDataset`), and the RNG state that remains (dropout) is saved in
+every checkpoint. A run killed mid-epoch and resumed from its last checkpoint therefore ends with the same weights as
+one never interrupted (exactly, on CPU).
+
+Short runs and lagging BatchNorm statistics: with BN momentum 0.01 (TF decay 0.99, MobileNetV3) the running
+statistics still hold much of their initial (0, 1) after a few hundred steps, and a small data set's eval accuracy
+sits near chance for epochs. Before every evaluation a copy of the model gets its BN statistics re-estimated as the
+plain average over ``bn_recalibrate`` training batches (eval transforms, megvii's ShuffleNet "bnps" step); training
+itself keeps the recipe's BN momentum. ``bn_momentum`` overrides the model's momentum instead, if preferred.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mobilezoo.data import Normalization, SeededDataset, build_transforms, collate_skipping, load_split, subset_indices
+from mobilezoo.train import checkpoint as ckpt
+from mobilezoo.train.config import TrainConfig, load_config, resolve_config, save_config
+from mobilezoo.train.distributed import DistInfo, all_reduce_sum, setup
+from mobilezoo.train.evaluate import EvalResult, InferenceSpec, evaluate, recalibrate_bn
+from mobilezoo.train.optim import build_optimizer, lr_factor
+
+# config fields that may differ between a run and its resumption (they do not change the result on CPU)
+RESUME_MAY_DIFFER = {"num_workers", "device", "out", "checkpoint_every"}
+
+
+@dataclass
+class ProgressEvent:
+    """Sent to the ``progress`` callback after every optimizer step (``kind="step"``) and evaluation (``"epoch"``)."""
+
+    kind: str
+    epoch: int
+    epochs: int
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    images_per_s: float
+    eta_s: float
+    record: dict[str, Any] | None = None
+
+
+@dataclass
+class TrainResult:
+    """The outcome of a run: its best and last evaluation, per-epoch history and where the files are."""
+
+    config: TrainConfig
+    run_dir: str | None
+    best_top1: float
+    best_epoch: int
+    last: dict[str, Any]
+    history: list[dict[str, Any]]
+    wall_s: float
+    steps: int
+    skipped_images: int
+    model: nn.Module | None = field(default=None, repr=False)
+    final_eval: EvalResult | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.config.model,
+            "recipe": self.config.recipe,
+            "run_dir": self.run_dir,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "last": self.last,
+            "wall_s": self.wall_s,
+            "steps": self.steps,
+            "skipped_images": self.skipped_images,
+            "history": self.history,
+            "config": self.config.to_dict(),
+        }
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
+    name = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
+        return torch.device("cuda", info.local_rank if info.enabled else torch.device(name).index or 0)
+    return torch.device("cpu")
+
+
+def epoch_batches(
+    n: int, epoch: int, cfg: TrainConfig, info: DistInfo, start_step: int = 0
+) -> Iterator[list[tuple[int, int]]]:
+    """This process's micro-batches of ``epoch`` from step ``start_step`` on, as lists of (epoch, position) keys.
+
+    Step i of the epoch takes global batch ``perm[i*B:(i+1)*B]``; its micro-batch j on rank r is the slice at offset
+    ``(r * accum_steps + j) * b`` with ``b = B / (world * accum_steps)``. So 2 ranks x 1 micro-batch see exactly the
+    images that 1 rank x 2 micro-batches sees, in the same groups.
+    """
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, 1]).generate_state(1)[0]))
+    perm = torch.randperm(n, generator=g).tolist()
+    big, accum = cfg.batch_size, cfg.accum_steps
+    micro = big // (info.world_size * accum)
+    for step in range(start_step, n // big):
+        base = step * big
+        for j in range(accum):
+            off = base + (info.rank * accum + j) * micro
+            yield [(epoch, p) for p in perm[off : off + micro]]
+
+
+class ModelEma:
+    """Exponential moving average of weights and buffers, as TF's ``ExponentialMovingAverage(decay, num_updates)``.
+
+    The decay used at update n is ``min(decay, (1 + n) / (10 + n))``, so a short run's average does not stay
+    stuck near the random initialisation (0.9999 needs ~10^4 steps to forget it).
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, num_updates: int) -> None:
+        d = min(self.decay, (1 + num_updates) / (10 + num_updates))
+        for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if ema_v.dtype.is_floating_point:
+                ema_v.lerp_(v.detach(), 1 - d)
+            else:
+                ema_v.copy_(v)
+
+
+def _set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
+class _Data:
+    """The datasets of a run: seeded training set, evaluation set, BN recalibration set."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        norm = Normalization(tuple(cfg.mean), tuple(cfg.std))
+        train_tf = build_transforms(
+            True,
+            cfg.img_size,
+            norm,
+            crop_scale=tuple(cfg.crop_scale),
+            hflip=cfg.hflip,
+            auto_augment=cfg.auto_augment,
+            random_erasing=cfg.random_erasing,
+        )
+        eval_tf = build_transforms(False, cfg.img_size, norm, eval_crop_pct=cfg.eval_crop_pct)
+        train = load_split(cfg.data, "train", train_tf, cfg.in_chans)
+        val = load_split(cfg.data, "val", eval_tf, cfg.in_chans)
+        if list(train.classes) != list(val.classes):  # type: ignore[attr-defined]
+            raise ValueError(
+                f"train and val classes differ: {train.classes} vs {val.classes}"  # type: ignore[attr-defined]
+            )
+        self.classes = list(train.classes)  # type: ignore[attr-defined]
+        self.train_idx = subset_indices(train.targets, cfg.train_subset, cfg.seed)  # type: ignore[attr-defined]
+        self.val_idx = subset_indices(val.targets, cfg.val_subset, cfg.seed)  # type: ignore[attr-defined]
+        self.train = SeededDataset(_Indexed(train, self.train_idx), cfg.seed)
+        self.val = _Indexed(val, self.val_idx)
+        self.recal = _Indexed(load_split(cfg.data, "train", eval_tf, cfg.in_chans), self.train_idx)
+        if len(self.train_idx) < cfg.batch_size:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} is larger than the training set ({len(self.train_idx)} images)"
+            )
+        self.norm = norm
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, base: Any, idx: list[int]) -> None:
+        self.base, self.idx = base, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[self.idx[i]]
+
+
+def _check_resume(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    saved = load_config(run_dir / "config.yaml")
+    a, b = saved.to_dict(), cfg.to_dict()
+    diff = [k for k in a if k not in RESUME_MAY_DIFFER and a[k] != b[k]]
+    if diff:
+        shown = ", ".join(f"{k}: run has {a[k]!r}, given {b[k]!r}" for k in diff)
+        raise ValueError(f"cannot resume {str(run_dir)!r} with a different config ({shown})")
+    return cfg
+
+
+def resume_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
+    """The saved config of ``run_dir`` (for ``train(..., resume=True)``), with harmless overrides (e.g. num_workers)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} holds no config.yaml: not a mobilezoo run folder")
+    bad = set(overrides) - RESUME_MAY_DIFFER
+    if bad:
+        raise ValueError(
+            f"a resumed run keeps its config; only {sorted(RESUME_MAY_DIFFER)} may change, got {sorted(bad)}"
+        )
+    cfg = load_config(run_dir / "config.yaml")
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    cfg.out = str(run_dir)
+    return cfg
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` with ``cfg.recipe``; files go to ``cfg.out`` (nothing is written if None).
+
+    With ``resume=True`` the run in ``cfg.out`` continues from its last checkpoint (its config must match). Launched
+    by ``torchrun`` the run is data-parallel. Everything is checked (data, model, weights, config) before the first
+    file is written. Returns a :class:`TrainResult` whose ``model`` is the evaluated model (EMA if used), on CPU.
+    """
+    t_start = time.perf_counter()
+    cfg = resolve_config(cfg)
+    run_dir = Path(cfg.out) if cfg.out else None
+    if resume:
+        if run_dir is None or not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"nothing to resume: {cfg.out!r} holds no run (config.yaml)")
+        _check_resume(cfg, run_dir)
+    elif run_dir is not None and (run_dir / ckpt.POINTER).exists():
+        raise ValueError(f"{str(run_dir)!r} already holds a run: pass resume=True (--resume) or choose another out")
+    if cfg.batch_size % cfg.accum_steps:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by accum_steps {cfg.accum_steps}")
+
+    info = setup(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg.batch_size % (cfg.accum_steps * info.world_size):
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is not divisible by accum_steps x processes "
+            f"({cfg.accum_steps} x {info.world_size})"
+        )
+    device = _device(cfg, info)
+    seed_everything(cfg.seed + info.rank)  # ranks draw different dropout masks; augmentations are per-sample seeded
+    data = _Data(cfg)
+
+    from mobilezoo.registry import create_model
+
+    kwargs: dict[str, Any] = {} if cfg.drop_rate is None else {"drop_rate": cfg.drop_rate}
+    model = create_model(cfg.model, num_classes=len(data.classes), in_chans=cfg.in_chans, weights=cfg.weights, **kwargs)
+    if cfg.bn_momentum is not None:
+        _set_bn_momentum(model, cfg.bn_momentum)
+    spec = InferenceSpec(data.classes, cfg.in_chans, cfg.img_size, cfg.eval_crop_pct, data.norm)
+    meta = {**spec.to_metadata(), "recipe": cfg.recipe}
+    cuda = device.type == "cuda"
+    channels_last = cfg.channels_last and cuda
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    use_amp = cfg.amp and cuda
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    spe = len(data.train_idx) // cfg.batch_size
+    total = spe * cfg.epochs
+    step, history, best, skipped_total = 0, [], {"top1": -1.0, "epoch": 0}, 0
+    acc = {"loss": 0.0, "correct": 0.0, "count": 0.0, "skipped": 0.0, "time": 0.0}
+    if resume:
+        state = ckpt.load_checkpoint(run_dir, model)  # type: ignore[arg-type]
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            if ema is not None:
+                ema.module.load_state_dict(state["ema"])
+            scaler.load_state_dict(state["scaler"])
+            ckpt.set_rng_state(state["rng"])
+            step, history, best = state["step"], state["history"], state["best"]
+            skipped_total, acc = state["skipped"], state["epoch_acc"]
+    if run_dir is not None and info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            save_config(cfg, run_dir / "config.yaml")
+
+    net: nn.Module = model
+    if info.enabled:
+        if cuda:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
+
+    def state_now() -> dict[str, Any]:
+        return {
+            "optimizer": optimizer.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else None,
+            "scaler": scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "history": history,
+            "best": best,
+            "skipped": skipped_total,
+            "epoch_acc": acc,
+        }
+
+    def loader(dataset: Any, batch_sampler: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            num_workers=cfg.num_workers,
+            collate_fn=collate_skipping,
+            pin_memory=cuda,
+            # its own generator: otherwise every new iterator draws its worker seed from the global RNG, which
+            # would shift dropout's stream between an uninterrupted and a resumed run
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+
+    def eval_batches(ds: Any, count: int | None) -> Any:
+        if count is None:  # evaluation: every rank its shard
+            idx = list(range(len(ds)))[info.rank :: info.world_size]
+        else:  # recalibration: a fixed random sample (data sets are often sorted by class), the same on every rank
+            g = torch.Generator().manual_seed(cfg.seed)
+            idx = torch.randperm(len(ds), generator=g)[: count * cfg.batch_size].tolist()
+        chunks = [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
+        return loader(ds, chunks)
+
+    last_eval: EvalResult | None = None
+    eval_model: nn.Module = model
+    window: list[tuple[float, int]] = []
+    for epoch in range(step // spe, cfg.epochs):
+        net.train()
+        start = step - epoch * spe
+        batches = loader(data.train, list(epoch_batches(len(data.train_idx), epoch, cfg, info, start)))
+        it = iter(batches)
+        for _ in range(start, spe):
+            t0 = time.perf_counter()
+            lr = cfg.lr * lr_factor(step, spe, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            seen = 0
+            for j in range(cfg.accum_steps):
+                x, y, skipped = next(it)
+                acc["skipped"] += skipped
+                if y.numel() == 0:
+                    continue
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                sync = not info.enabled or j == cfg.accum_steps - 1
+                ctx = net.no_sync() if not sync else contextlib.nullcontext()  # type: ignore[operator]
+                with ctx, torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    logits = net(x)
+                    loss = criterion(logits.float(), y)
+                scaler.scale(loss / cfg.accum_steps).backward()
+                acc["loss"] += float(loss.detach()) * y.numel()
+                acc["correct"] += float((logits.detach().argmax(1) == y).sum())
+                acc["count"] += y.numel()
+                seen += y.numel()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(model, step)
+            step += 1
+            dt = time.perf_counter() - t0
+            acc["time"] += dt
+            window = [*window[-19:], (dt, seen * info.world_size)]
+            if progress is not None and info.is_main:
+                ips = sum(n for _, n in window) / max(sum(t for t, _ in window), 1e-9)
+                eta = (total - step) * sum(t for t, _ in window) / len(window)
+                progress(ProgressEvent("step", epoch + 1, cfg.epochs, step, total, float(loss.detach()), lr, ips, eta))
+            if on_step is not None:
+                on_step(step)
+            # mid-epoch checkpoints on request; the end of an epoch always writes one below
+            every = cfg.checkpoint_every
+            if run_dir is not None and info.is_main and every and step % every == 0 and step % spe != 0:
+                ckpt.save_checkpoint(run_dir, step, model, state_now())
+
+        # end of epoch: reduce the training sums, evaluate, record, checkpoint
+        sums = all_reduce_sum(
+            torch.tensor([acc["loss"], acc["correct"], acc["count"], acc["skipped"]], dtype=torch.float64), info
+        )
+        eval_model = copy.deepcopy(ema.module if ema is not None else model)
+        recal = 0
+        if cfg.bn_recalibrate:
+            recal = recalibrate_bn(eval_model, eval_batches(data.recal, cfg.bn_recalibrate), device)
+        last_eval = evaluate(
+            eval_model, eval_batches(data.val, None), data.classes, device, info, use_amp, channels_last
+        )
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": cfg.lr * lr_factor(step - 1, spe, cfg),
+            "train_loss": float(sums[0] / max(sums[2], 1)),
+            "train_top1": float(100 * sums[1] / max(sums[2], 1)),
+            "val_loss": last_eval.loss,
+            "val_top1": last_eval.top1,
+            "val_top5": last_eval.top5,
+            "evaluated": "ema" if ema is not None else "model",
+            "bn_recalibrated_images": recal,
+            "train_images_per_s": float(sums[2] / max(acc["time"], 1e-9)) if acc["time"] else None,
+            "skipped_images": int(sums[3]),
+        }
+        skipped_total += int(sums[3])
+        history.append(record)
+        acc = {"loss": 0.0, "correct": 0.0, "count": 0.0, "skipped": 0.0, "time": 0.0}
+        is_best = last_eval.top1 > best["top1"]
+        if is_best:
+            best = {"top1": last_eval.top1, "epoch": epoch + 1}
+        if run_dir is not None and info.is_main:
+            if is_best:
+                ckpt.atomic_save_weights(eval_model, run_dir / "best.safetensors", {**meta, "epoch": str(epoch + 1)})
+            ckpt.atomic_save_weights(eval_model, run_dir / "last.safetensors", {**meta, "epoch": str(epoch + 1)})
+            ckpt.write_metrics(run_dir, history)
+            ckpt.save_checkpoint(run_dir, step, model, state_now())
+        if progress is not None and info.is_main:
+            progress(
+                ProgressEvent(
+                    "epoch",
+                    epoch + 1,
+                    cfg.epochs,
+                    step,
+                    total,
+                    record["train_loss"],
+                    record["lr"],
+                    record["train_images_per_s"] or 0.0,
+                    0.0,
+                    record,
+                )
+            )
+
+    if last_eval is None:  # resumed a finished run: evaluate what it ended with
+        eval_model = copy.deepcopy(ema.module if ema is not None else model)
+        if cfg.bn_recalibrate:
+            recalibrate_bn(eval_model, eval_batches(data.recal, cfg.bn_recalibrate), device)
+        last_eval = evaluate(
+            eval_model, eval_batches(data.val, None), data.classes, device, info, use_amp, channels_last
+        )
+    return TrainResult(
+        config=cfg,
+        run_dir=str(run_dir) if run_dir else None,
+        best_top1=best["top1"],
+        best_epoch=best["epoch"],
+        last=history[-1] if history else {},
+        history=history,
+        wall_s=time.perf_counter() - t_start,
+        steps=step,
+        skipped_images=skipped_total,
+        model=eval_model.cpu().eval(),
+        final_eval=last_eval,
+    )
+
+
+__all__ = ["ModelEma", "ProgressEvent", "TrainResult", "epoch_batches", "resume_config", "seed_everything", "train"]
