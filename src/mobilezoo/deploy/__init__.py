@@ -1,0 +1,36 @@
+"""Deployment: BatchNorm folding, checked ONNX export, int8 quantization, TorchScript / torch.export, backend choice.
+
+- :func:`fuse` folds BatchNorm into the conv/linear before it.
+- :func:`export_onnx` exports to ONNX (opset >= 17, dynamic batch, native HardSwish/HardSigmoid) and checks the file
+  with ONNX Runtime against PyTorch; :func:`onnx_session` opens it for inference.
+- :func:`quantize` makes an int8 ONNX model with ONNX Runtime's post-training quantization;
+  :func:`compare_accuracy` reports fp32 vs int8 top-1 and their agreement.
+- :func:`export_torch` writes a TorchScript or ``torch.export`` program, checked for equal outputs.
+- :func:`fastest_backend` measures the available inference backends briefly and returns the fastest correct one.
+"""
+
+from mobilezoo.deploy.auto import BackendChoice, fastest_backend
+from mobilezoo.deploy.fuse import count_batchnorms, fuse
+from mobilezoo.deploy.onnx_export import OnnxExport, ParityError, export_onnx, load_onnx, onnx_parity, onnx_session
+from mobilezoo.deploy.quantize import AccuracyComparison, QuantizedModel, compare_accuracy, float_nodes, quantize
+from mobilezoo.deploy.torch_export import TorchExport, export_torch
+
+__all__ = [
+    "AccuracyComparison",
+    "BackendChoice",
+    "OnnxExport",
+    "ParityError",
+    "QuantizedModel",
+    "TorchExport",
+    "compare_accuracy",
+    "count_batchnorms",
+    "export_onnx",
+    "export_torch",
+    "fastest_backend",
+    "float_nodes",
+    "fuse",
+    "load_onnx",
+    "onnx_parity",
+    "onnx_session",
+    "quantize",
+]
