@@ -59,6 +59,34 @@ class ZooModel(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+class PooledClassifierModel(ZooModel):
+    """The MobileNet V1/V2 layout: a Sequential trunk ``self.features``, global average pooling, and
+    ``self.classifier = Sequential(Dropout, Linear)``. Subclasses build those and set ``num_features``."""
+
+    def trunk(self) -> list[tuple[str, nn.Module]]:
+        return [(f"features.{i}", m) for i, m in enumerate(self.features)]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        check_input(x, self.in_chans, self.min_input_size)
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+        if pre_logits:
+            return x
+        return self.classifier(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        check_num_classes(num_classes)
+        self.num_classes = num_classes
+        self.classifier[1] = nn.Linear(self.num_features, num_classes)
+        nn.init.normal_(self.classifier[1].weight, 0, 0.01)
+        nn.init.zeros_(self.classifier[1].bias)
+
+
 def check_num_classes(num_classes: int) -> None:
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")

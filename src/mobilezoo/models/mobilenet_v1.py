@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from mobilezoo.layers import ConvNormAct, check_input, init_weights, make_divisible
+from mobilezoo.layers import ConvNormAct, init_weights, make_divisible
 from mobilezoo.models.base import (
     FeatureInfo,
-    ZooModel,
+    PooledClassifierModel,
     check_drop_rate,
     check_in_chans,
     check_num_classes,
@@ -64,7 +64,7 @@ class DepthwiseSeparable(nn.Module):
         return self.pw(self.dw(x))
 
 
-class MobileNetV1(ZooModel):
+class MobileNetV1(PooledClassifierModel):
     """MobileNetV1 with width multiplier ``width_mult`` (the paper's alpha; channels rounded by ``make_divisible``).
 
     ``act="relu"`` is the paper's activation; TF-slim's checkpoints use ``"relu6"``. ``drop_rate`` defaults to 0: TF-slim
@@ -107,29 +107,6 @@ class MobileNetV1(ZooModel):
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(p=drop_rate), nn.Linear(self.num_features, num_classes))
         init_weights(self)
-
-    def trunk(self) -> list[tuple[str, nn.Module]]:
-        return [(f"features.{i}", m) for i, m in enumerate(self.features)]
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size)
-        return self.features(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
-        if pre_logits:
-            return x
-        return self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
-        self.num_classes = num_classes
-        self.classifier[1] = nn.Linear(self.num_features, num_classes)
-        nn.init.normal_(self.classifier[1].weight, 0, 0.01)
-        nn.init.zeros_(self.classifier[1].bias)
 
 
 _TABLE = "Table 1 (architecture), Table 6 (width multiplier), Table 7 (resolution)"
