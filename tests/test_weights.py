@@ -106,7 +106,9 @@ def test_torchvision_weights_new_head_and_grayscale(torchvision_cache) -> None:
     assert ours.get_classifier().out_features == 5
     stem = tv.state_dict()["features.0.0.weight"]
     torch.testing.assert_close(ours.state_dict()["features.0.0.weight"], stem.sum(1, keepdim=True))
-    torch.testing.assert_close(ours.state_dict()["features.1.conv.1.weight"], tv.state_dict()["features.1.conv.1.weight"])
+    torch.testing.assert_close(
+        ours.state_dict()["features.1.conv.1.weight"], tv.state_dict()["features.1.conv.1.weight"]
+    )
     assert ours(torch.randn(1, 1, 64, 64)).shape == (1, 5)
 
 

@@ -111,9 +111,10 @@ class InvertedResidual(nn.Module):
         self.out_channels = out_chs
 
     def forward(self, x: Tensor) -> Tensor:
+        result = self.block(x)
         if self.use_res_connect:
-            return x + self.block(x)
-        return self.block(x)
+            result += x  # in place, as torchvision: one allocation fewer per residual block
+        return result
 
 
 def _widths(arch: V3Arch, width_mult: float, width_rule: str) -> tuple[int, list[tuple[int, int]], int, int]:

@@ -1,0 +1,326 @@
+"""Build the comparison report: the textbook's tables recomputed, latency per backend, sweeps, plots, md + html.
+
+The tables come from :func:`mobilezoo.complexity.tables.textbook_tables`, the very function behind ``mobilezoo tables``,
+so the two always agree. Counts (MAdds, params) come from :func:`mobilezoo.complexity.profile` on the meta device;
+latencies from :func:`mobilezoo.benchmark.benchmark` (eval, inference mode, warm-up, fixed threads, median and p90).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from mobilezoo.complexity.tables import TableResult
+from mobilezoo.report.config import ReportConfig, SweepSpec
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One model on one backend at batch ``batch_size``: median and p90 per call, or the error that stopped it."""
+
+    backend: str
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    throughput: float | None = None  # images/s at the median
+    error: str | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether the backend computes the float model (int8 quantization changes the outputs)."""
+        return "int8" not in self.backend
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "exact": self.exact}
+
+
+def _fastest(latencies: Sequence[Latency], exact_only: bool = False) -> Latency | None:
+    ran = [lat for lat in latencies if lat.median_ms is not None and (lat.exact or not exact_only)]
+    return min(ran, key=lambda lat: lat.median_ms) if ran else None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model's card figures, its counted MAdds and params, and its latency per backend (empty: not measured)."""
+
+    name: str
+    family: str
+    resolution: int
+    paper_top1: float | None
+    paper_madds_m: float | None
+    paper_params_m: float | None
+    madds_m: float
+    params_m: float
+    latencies: tuple[Latency, ...] = ()
+
+    @property
+    def fastest(self) -> Latency | None:
+        return _fastest(self.latencies)
+
+    @property
+    def fastest_exact(self) -> Latency | None:
+        return _fastest(self.latencies, exact_only=True)
+
+    def latency(self, backend: str) -> Latency | None:
+        return next((lat for lat in self.latencies if lat.backend == backend), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "latencies"}
+        out["latencies"] = [lat.to_dict() for lat in self.latencies]
+        out["fastest"] = self.fastest.backend if self.fastest else None
+        out["fastest_exact"] = self.fastest_exact.backend if self.fastest_exact else None
+        return out
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    multiplier: float
+    model: str
+    resolution: int
+    model_kwargs: dict[str, Any]
+    madds_m: float
+    latencies: tuple[Latency, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "latencies"}
+        out["latencies"] = [lat.to_dict() for lat in self.latencies]
+        return out
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A measured sweep; ratios are against the reference row (multiplier 1.0, else the largest)."""
+
+    family: str
+    kind: str
+    rows: tuple[SweepRow, ...]
+
+    @property
+    def reference(self) -> SweepRow:
+        return next((r for r in self.rows if r.multiplier == 1.0), max(self.rows, key=lambda r: r.multiplier))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "kind": self.kind,
+            "reference_multiplier": self.reference.multiplier,
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows, as measured; ``to_dict()`` is what ``report.json`` holds."""
+
+    config: ReportConfig
+    env: dict[str, Any]
+    tables: tuple[TableResult, ...]
+    models: tuple[ModelEntry, ...]
+    sweeps: tuple[SweepResult, ...]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "env": self.env,
+            "tables": [t.to_dict() for t in self.tables],
+            "models": [m.to_dict() for m in self.models],
+            "sweeps": [s.to_dict() for s in self.sweeps],
+            "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """The files written (``report.md``, ``report.html``, ``report.json``, PNGs) and the data they show."""
+
+    out_dir: Path
+    markdown: Path
+    html: Path
+    json: Path
+    plots: dict[str, Path]
+    data: ReportData
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "markdown": str(self.markdown),
+            "html": str(self.html),
+            "json": str(self.json),
+            "plots": {k: str(v) for k, v in self.plots.items()},
+            "data": self.data.to_dict(),
+        }
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _environment(threads: int, cfg: ReportConfig) -> dict[str, Any]:
+    from mobilezoo.benchmark import environment
+
+    env = environment("cpu")
+    for pkg in ("mobilezoo", "numpy", "onnx", "matplotlib"):
+        env[pkg] = _version(pkg)
+    env.update(threads=threads, batch_size=cfg.batch_size, device="cpu", dtype="float32")
+    return env
+
+
+class _Measurer:
+    """Latency per (model, kwargs, resolution, backend), measured once and reused by the tables and the sweeps."""
+
+    def __init__(self, cfg: ReportConfig, threads: int, progress: Progress) -> None:
+        self.cfg, self.threads, self.progress = cfg, threads, progress
+        self.cache: dict[tuple, Latency] = {}
+        self._built: tuple[tuple, nn.Module] | None = None  # one model at a time: VGG-16 alone is 0.5 GB
+
+    def _model(self, name: str, kwargs: dict[str, Any]) -> nn.Module:
+        from mobilezoo.registry import create_model
+
+        key = (name, repr(sorted(kwargs.items())))
+        if self._built is None or self._built[0] != key:
+            self._built = None
+            self._built = (key, create_model(name, **kwargs))
+        return self._built[1]
+
+    def latency(self, name: str, backend: str, resolution: int, kwargs: dict[str, Any] | None = None) -> Latency:
+        from mobilezoo.benchmark import benchmark
+
+        kwargs = kwargs or {}
+        key = (name, repr(sorted(kwargs.items())), resolution, backend)
+        if key not in self.cache:
+            self.progress(f"latency {name}{kwargs or ''} @{resolution}px on {backend}")
+            try:
+                r = benchmark(
+                    self._model(name, kwargs),
+                    backend=backend,
+                    batch_size=self.cfg.batch_size,
+                    resolution=resolution,
+                    threads=self.threads,
+                    warmup=self.cfg.warmup,
+                    iters=self.cfg.iters,
+                )
+                self.cache[key] = Latency(backend, r.median_ms, r.p90_ms, r.throughput)
+            except Exception as e:  # one failing export must not sink a long report: the cell shows the error
+                self.cache[key] = Latency(backend, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        return self.cache[key]
+
+
+def _counts(name: str, resolution: int, kwargs: dict[str, Any] | None = None) -> tuple[float, float]:
+    from mobilezoo.complexity import profile
+
+    prof = profile(name, resolution=resolution, **(kwargs or {}))
+    return prof.madds / 1e6, prof.params / 1e6
+
+
+def _model_entry(name: str, measurer: _Measurer | None, backends: Sequence[str]) -> ModelEntry:
+    from mobilezoo.registry import model_card
+
+    card = model_card(name)
+    madds, params = _counts(name, card.resolution)
+    lats = tuple(measurer.latency(name, b, card.resolution) for b in backends) if measurer else ()
+    return ModelEntry(
+        name,
+        card.family,
+        card.resolution,
+        card.paper_top1,
+        card.paper_madds_m,
+        card.paper_params_m,
+        madds,
+        params,
+        lats,
+    )
+
+
+def _sweep(spec: SweepSpec, measurer: _Measurer, backends: Sequence[str]) -> SweepResult:
+    rows = []
+    for p in spec.points:
+        madds, _ = _counts(p.model, p.resolution, p.model_kwargs)
+        lats = tuple(measurer.latency(p.model, b, p.resolution, p.model_kwargs) for b in backends)
+        rows.append(SweepRow(p.multiplier, p.model, p.resolution, dict(p.model_kwargs), madds, lats))
+    return SweepResult(spec.family, spec.kind, tuple(rows))
+
+
+def build_report(
+    out_dir: str | PathLike,
+    *,
+    models: Sequence[str] | None = None,
+    quick: bool = False,
+    config: ReportConfig | None = None,
+    progress: Progress | None = None,
+) -> ReportResult:
+    """Measure and write the comparison report into ``out_dir`` (created if missing).
+
+    ``config`` defaults to :meth:`ReportConfig.quick` with ``quick=True``, else :meth:`ReportConfig.full`; ``models``
+    replaces its model list. Writes ``report.md`` (PNG files beside it), a self-contained ``report.html`` (images
+    inline as data URIs, no external resource), ``report.json`` (the data and the config) and the PNG plots.
+    Bad arguments raise a ValueError before anything is measured.
+    """
+    from mobilezoo.complexity.tables import textbook_tables
+    from mobilezoo.report import plots
+    from mobilezoo.report.render import render_html, render_markdown
+    from mobilezoo.report.sections import sections
+
+    if config is not None and quick:
+        raise ValueError("give quick=True or a config, not both")
+    cfg = config if config is not None else ReportConfig.quick() if quick else ReportConfig.full()
+    if models is not None:
+        if isinstance(models, str):
+            raise ValueError(f"models must be a list of names, got the string {models!r}")
+        cfg = cfg.with_models(models)
+    cfg.validate()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda _msg: None)
+    threads = cfg.threads if cfg.threads is not None else _usable_cpus()
+
+    seconds: dict[str, float] = {}
+    t_start = last = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        seconds[phase] = round(now - last, 2)
+        last = now
+
+    say("textbook tables")
+    tables = tuple(textbook_tables(list(cfg.tables) if cfg.tables is not None else None, skip_missing=True))
+    lap("tables")
+    measurer = _Measurer(cfg, threads, say)
+    entries = [_model_entry(m, measurer, cfg.backends) for m in cfg.models]
+    entries += [_model_entry(m, None, ()) for m in cfg.complexity_only]
+    lap("models")
+    sweeps = tuple(_sweep(s, measurer, cfg.sweep_backends) for s in cfg.sweeps)
+    lap("sweeps")
+    env = _environment(threads, cfg)
+    data = ReportData(cfg, env, tables, tuple(entries), sweeps, seconds)
+
+    say("plots")
+    pngs = plots.write_plots(data, out)
+    lap("plots")
+    seconds["total"] = round(time.perf_counter() - t_start, 2)
+    secs = sections(data, pngs)
+    md_path, html_path, json_path = out / "report.md", out / "report.html", out / "report.json"
+    md_path.write_text(render_markdown(secs, data), encoding="utf-8")
+    html_path.write_text(render_html(secs, data), encoding="utf-8")
+    json_path.write_text(json.dumps(data.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+    return ReportResult(out, md_path, html_path, json_path, pngs, data)

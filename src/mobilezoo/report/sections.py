@@ -1,0 +1,314 @@
+"""The report's content as format-neutral sections (paragraphs, tables, images) that ``render`` writes as md or html.
+
+Numbers are formatted as ``mobilezoo tables`` prints them (floats with two decimals and thousands separators, ints
+with separators, top-1 with one decimal), so a reader can diff the two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mobilezoo.report.plots import ALPHA, RHO, pareto_frontier, subtitle
+
+if TYPE_CHECKING:
+    from mobilezoo.complexity.tables import Figure, TableResult
+    from mobilezoo.report.build import Latency, ModelEntry, ReportData, SweepResult
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Image:
+    path: Path
+    alt: str
+
+
+Block = str | Table | Image
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    blocks: list[Block]
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """The same formatting as the CLI tables (``mobilezoo.cli._output.fmt``)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    return f"{value:+.2f}%" if value is not None else "-"
+
+
+def _figure(f: Figure | None) -> list[str]:
+    if f is None:
+        return ["-"] * 4
+    return [fmt(f.textbook), fmt(f.paper), fmt(f.ours), _pct(f.diff_pct)]
+
+
+def textbook_table(table: TableResult) -> Table:
+    """One of the textbook's tables: textbook, paper (where it differs), ours and the difference, as the CLI shows."""
+    notes: list[str] = []
+    rows = []
+    for r in table.rows:
+        marks = []
+        for text in (r.flag, r.note, r.error):
+            if text:
+                if text not in notes:  # a flag shared by rows (Table 5-11) is one footnote
+                    notes.append(text)
+                marks.append(f"[{notes.index(text) + 1}]")
+        top1 = fmt(r.top1_textbook, 1) + (f" ({r.top1_paper})" if r.top1_paper is not None else "")
+        row = [r.label + (f" @{r.resolution}" if r.resolution != 224 else ""), top1, *_figure(r.madds)]
+        row += _figure(r.params)
+        if table.channel_labels:
+            ours = "/".join(map(str, r.channels_ours or ()))
+            row.append(ours + ("" if r.channels_ours == r.channels_textbook else " != textbook"))
+        row.append(" ".join([r.status, *marks]))
+        rows.append(row)
+    columns = ["row", "top-1 % textbook (paper)", "MAdds M textbook", "paper", "ours", "ours vs paper"]
+    columns += ["params M textbook", "paper", "ours", "ours vs paper"]
+    if table.channel_labels:
+        columns.append(" / ".join(table.channel_labels))
+    columns.append("status")
+    notes = [f"Convention: {table.convention}.", *(f"[{i}] {t}" for i, t in enumerate(notes, 1))]
+    return Table(columns, rows, f"Table {table.id}: {table.title}", notes)
+
+
+def _ms(lat: Latency | None) -> str:
+    if lat is None:
+        return "-"
+    if lat.median_ms is None:
+        return "error"
+    return f"{lat.median_ms:,.2f} ({lat.p90_ms:,.2f})"
+
+
+def latency_table(models: list[ModelEntry], backends: tuple[str, ...]) -> Table:
+    notes: list[str] = []
+    rows = []
+    for e in models:
+        cells = [e.name, fmt(e.madds_m)]
+        for b in backends:
+            lat = e.latency(b)
+            cell = _ms(lat)
+            if lat is not None and lat.error:
+                notes.append(f"{e.name} on {b}: {lat.error}")
+                cell += f" [{len(notes)}]"
+            cells.append(cell)
+        best, exact, eager = e.fastest, e.fastest_exact, e.latency("eager")
+        cells.append(best.backend if best else "-")
+        cells.append(exact.backend if exact else "-")
+        speedup = eager.median_ms / best.median_ms if best and eager and eager.median_ms else None
+        cells.append(f"{speedup:.2f}x" if speedup else "-")
+        rows.append(cells)
+    columns = ["model", "MAdds M", *(f"{b} ms median (p90)" for b in backends), "fastest", "fastest exact"]
+    columns.append("eager / fastest")
+    notes.insert(
+        0, "Exact backends compute the float model; int8 quantization changes the outputs (see `mobilezoo export`)."
+    )
+    return Table(columns, rows, "Latency per call, batch of one image", notes)
+
+
+def pareto_table(models: tuple[ModelEntry, ...]) -> Table:
+    pts = [e for e in models if e.paper_top1 is not None]
+    on_madds = {pts[i].name for i in pareto_frontier([(e.madds_m, e.paper_top1) for e in pts])}
+    timed = [e for e in pts if e.fastest_exact]
+    on_lat = {timed[i].name for i in pareto_frontier([(e.fastest_exact.median_ms, e.paper_top1) for e in timed])}
+    rows = []
+    for e in sorted(pts, key=lambda e: e.madds_m):
+        lat = e.fastest_exact
+        rows.append(
+            [
+                e.name,
+                e.family,
+                fmt(e.paper_top1, 1),
+                fmt(e.paper_madds_m),
+                fmt(e.madds_m),
+                fmt(e.paper_params_m),
+                fmt(e.params_m),
+                f"{lat.median_ms:,.2f} ({lat.backend})" if lat else "not measured",
+                " + ".join(k for k, on in (("MAdds", on_madds), ("latency", on_lat)) if e.name in on) or "-",
+            ]
+        )
+    columns = ["model", "family", "paper top-1 %", "paper MAdds M", "ours MAdds M", "paper params M", "ours params M"]
+    columns += ["latency ms (backend)", "on the frontier of"]
+    return Table(columns, rows, "The models in the charts (top-1 is the paper's: no ImageNet run here)")
+
+
+def _sweep_table(sweep: SweepResult) -> Table:
+    ref = sweep.reference
+    symbol = ALPHA if sweep.kind == "width" else RHO
+    rows = []
+    for r in sweep.rows:
+        cells = [f"{r.multiplier:.3g}", r.model + (f" {r.model_kwargs}" if r.model_kwargs else ""), str(r.resolution)]
+        cells += [fmt(r.madds_m), f"{r.madds_m / ref.madds_m:.3f}"]
+        for lat, ref_lat in zip(r.latencies, ref.latencies):
+            cells.append(_ms(lat))
+            ok = lat.median_ms and ref_lat.median_ms
+            cells.append(f"{lat.median_ms / ref_lat.median_ms:.3f}" if ok else "-")
+            cells.append(f"{1e3 * lat.median_ms / r.madds_m:,.2f}" if lat.median_ms else "-")
+        rows.append(cells)
+    columns = [symbol, "model", "px", "MAdds M", f"MAdds / {symbol}={ref.multiplier:.3g}"]
+    for lat in ref.latencies:
+        columns += [f"{lat.backend} ms median (p90)", "latency ratio", "µs per M MAdds"]
+    return Table(columns, rows, f"{sweep.family}, {sweep.kind} sweep")
+
+
+def sweep_finding(sweep: SweepResult) -> str:
+    """Where latency stops following MAdds: the smallest point's ratios and the first point that lags by 1.5x."""
+    ref = sweep.reference
+    symbol = ALPHA if sweep.kind == "width" else RHO
+    smallest = min(sweep.rows, key=lambda r: r.multiplier)
+    parts = []
+    for j, ref_lat in enumerate(ref.latencies):
+        lat = smallest.latencies[j]
+        if not (lat.median_ms and ref_lat.median_ms):
+            continue
+        m_rel = smallest.madds_m / ref.madds_m
+        l_rel = lat.median_ms / ref_lat.median_ms
+        lagging = [
+            r.multiplier
+            for r in sorted(sweep.rows, key=lambda r: -r.multiplier)
+            if r.multiplier < ref.multiplier
+            and r.latencies[j].median_ms
+            and (r.latencies[j].median_ms / ref_lat.median_ms) > 1.5 * (r.madds_m / ref.madds_m)
+        ]
+        where = (
+            f"latency lags MAdds by more than 1.5x from {symbol} = {lagging[0]:.3g} down"
+            if lagging
+            else "latency follows MAdds within 1.5x over the whole sweep"
+        )
+        parts.append(
+            f"{lat.backend}: at {symbol} = {smallest.multiplier:.3g} MAdds are {100 * m_rel:.1f}% of "
+            f"{symbol} = {ref.multiplier:.3g} and latency is {100 * l_rel:.1f}%; {where}."
+        )
+    return " ".join(parts) or "No latency was measured for this sweep."
+
+
+# Table 5-13 (the ShuffleNet V2 paper's Table 7): detection on COCO, not re-measurable here.
+TABLE_5_13 = (("ShuffleNet V1", "ShuffleNetV1", 32.9, 60), ("MobileNet V2", "MobileNetV2", 30.6, 72),
+              ("ShuffleNet V2", "ShuffleNetV2", 33.3, 87))  # fmt: skip
+DETECTION_MADDS = 500.0  # the paper's Light-Head R-CNN backbones are at ~500 MFLOPs
+
+
+def table_5_13(models: tuple[ModelEntry, ...], threads: Any) -> Table:
+    rows = []
+    for label, family, mmap, fps in TABLE_5_13:
+        cands = [e for e in models if e.family == family and e.fastest_exact]
+        e = min(cands, key=lambda e: abs(math.log(e.madds_m / DETECTION_MADDS)), default=None)
+        eager = e.latency("eager") if e else None
+        rows.append(
+            [
+                label,
+                fmt(mmap, 1),
+                str(fps),
+                e.name if e else "not measured",
+                fmt(e.madds_m) if e else "-",
+                fmt(eager.throughput, 1) if eager and eager.throughput else "-",
+                f"{e.fastest_exact.throughput:,.1f} ({e.fastest_exact.backend})" if e else "-",
+            ]
+        )
+    columns = ["backbone", "mmAP % (textbook)", "GPU images/s (textbook)", "our classification model", "MAdds M"]
+    columns += ["eager images/s here", "fastest exact images/s here"]
+    notes = [
+        "The textbook's columns are the ShuffleNet V2 paper's Table 7 (Light-Head R-CNN on COCO, ~500 MFLOPs backbones, "
+        "GPU); they are reproduced, NOT re-measured: there is no COCO data set and no detector here.",
+        f"Beside them, our own classification speed on this machine's CPU (threads: {threads}, batch 1, 224 px) for the "
+        f"measured model of each family closest to {DETECTION_MADDS:.0f}M MAdds. Images/s is 1000 / median ms.",
+    ]
+    return Table(columns, rows, "Table 5-13: detection on COCO (textbook) beside classification speed here", notes)
+
+
+def machine_table(data: ReportData) -> Table:
+    env = data.env
+    keys = ["date_utc", "cpu", "logical_cpus", "usable_cpus", "threads", "cpu_capability", "load_average_1m"]
+    keys += ["platform", "python", "torch", "torchvision", "onnxruntime", "onnx", "numpy", "matplotlib", "mobilezoo"]
+    rows = [[k, fmt(env.get(k))] for k in keys if env.get(k) is not None]
+    cfg = data.config
+    rows += [
+        ["mode", cfg.mode],
+        ["batch size / dtype", f"{cfg.batch_size} / float32, device cpu"],
+        ["warm-up / timed calls", f"{cfg.warmup} / {cfg.iters} per cell"],
+        ["build time", ", ".join(f"{k} {v:.1f} s" for k, v in data.seconds.items())],
+    ]
+    return Table(["what", "value"], rows, "Machine, versions and settings")
+
+
+def sections(data: ReportData, pngs: dict[str, Path]) -> list[Section]:
+    cfg = data.config
+    timed = [e for e in data.models if e.latencies]
+    ok = sum(r.reproduces for t in data.tables for r in t.rows)
+    n_rows = sum(len(t.rows) for t in data.tables)
+    summary = [
+        f"The textbook's comparison tables recomputed from mobilezoo's code, the papers' figures beside them, and how "
+        f"fast each model runs on this machine ({subtitle(data)}). Mode `{cfg.mode}`: {len(timed)} model(s) timed on "
+        f"{', '.join(cfg.backends)}; {len(data.models) - len(timed)} more counted only; built in "
+        f"{data.seconds.get('total', 0):.0f} s on {data.env.get('date_utc')}.",
+        f"Textbook tables: {ok} of {n_rows} rows reproduce (status ok, or flagged where the paper or the textbook "
+        f"itself is inconsistent). The same numbers as `mobilezoo tables`.",
+    ]
+    load, cpus = data.env.get("load_average_1m"), data.env.get("usable_cpus") or 1
+    if load is not None and load > cpus:
+        summary.append(
+            f"Warning: the machine was busy (1-minute load average {load:.1f} on {cpus} usable CPUs): latencies are "
+            "inflated and noisier than on an idle machine. The counts are unaffected."
+        )
+    out = [Section("summary", "Summary", list(summary))]
+    out.append(Section("tables", "The textbook's tables, recomputed", [textbook_table(t) for t in data.tables]))
+
+    pareto: list[Block] = [
+        "One marker per model: top-1 is the paper's ImageNet figure (no ImageNet run here), MAdds are counted from "
+        "the code, latency is the median of the fastest exact backend on this machine. The dashed staircase is the "
+        "Pareto frontier: no other model is both cheaper and more accurate.",
+        Image(pngs["pareto_madds"], "paper top-1 against counted MAdds"),
+    ]
+    if "pareto_latency" in pngs:
+        pareto.append(Image(pngs["pareto_latency"], "paper top-1 against measured latency"))
+    pareto.append(pareto_table(data.models))
+    out.append(Section("pareto", "Accuracy against cost: the Pareto charts", pareto))
+
+    if timed:
+        blocks: list[Block] = [latency_table(timed, cfg.backends)]
+        if "backends" in pngs:
+            blocks.append(Image(pngs["backends"], "median latency per model and backend"))
+        out.append(Section("latency", "Latency across backends", blocks))
+
+    if data.sweeps:
+        blocks = [
+            f"MobileNets §3.3-3.4: the width multiplier {ALPHA} scales MAdds by about {ALPHA}², the resolution "
+            f"multiplier {RHO} by {RHO}². "
+            "Latency follows only while the convolutions dominate; at small sizes fixed per-layer costs (memory "
+            "traffic, kernel launches, the classifier) take over."
+        ]
+        families = dict.fromkeys(s.family for s in data.sweeps)
+        for family in families:
+            key = "sweep_" + "".join(c if c.isalnum() else "_" for c in family.lower()).strip("_")
+            if key in pngs:
+                blocks.append(Image(pngs[key], f"{family}: MAdds and latency against the multipliers"))
+            for s in data.sweeps:
+                if s.family == family:
+                    blocks.append(_sweep_table(s))
+                    blocks.append(sweep_finding(s))
+        out.append(Section("sweeps", "Width and resolution sweeps", blocks))
+
+    out.append(
+        Section("detection", "Table 5-13: detection on COCO", [table_5_13(data.models, data.env.get("threads"))])
+    )
+    out.append(Section("machine", "Machine, versions and date", [machine_table(data)]))
+    return out
