@@ -1,5 +1,4 @@
 import os
-import warnings
 
 import pytest
 import torch
@@ -7,8 +6,6 @@ import torch
 # Under pytest-xdist each worker gets one intra-op thread, so two workers use the machine's two cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
-
-warnings.filterwarnings("ignore", message=".*torch.jit.*is deprecated.*", category=FutureWarning)
 
 
 @pytest.fixture(autouse=True)

@@ -100,6 +100,23 @@ def test_torchvision_weights_from_cache(torchvision_cache) -> None:
         torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=0)
 
 
+WITH_TORCHVISION_CHECKPOINT = [
+    n
+    for n in mobilezoo.list_models()
+    if (ref := mobilezoo.model_card(n).torchvision) and ref.weights and n != "vgg16"  # vgg16: a 528 MB file
+]
+
+
+@pytest.mark.parametrize("name", WITH_TORCHVISION_CHECKPOINT)
+def test_every_torchvision_checkpoint_loads_and_matches(torchvision_cache, name: str) -> None:
+    ref = mobilezoo.model_card(name).torchvision
+    tv = torchvision_cache(ref.weights, ref.builder, **ref.builder_kwargs)
+    ours = mobilezoo.create_model(name, weights="torchvision").eval()  # shufflenet_v2: torchvision_compat implied
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=0)
+
+
 def test_torchvision_weights_new_head_and_grayscale(torchvision_cache) -> None:
     tv = torchvision_cache("MobileNet_V2_Weights", "mobilenet_v2")
     ours = mobilezoo.create_model("mobilenet_v2", weights="torchvision", num_classes=5, in_chans=1).eval()
