@@ -87,6 +87,28 @@ class PooledClassifierModel(ZooModel):
         nn.init.zeros_(self.classifier[1].bias)
 
 
+class PooledFcModel(ZooModel):
+    """The ShuffleNet / GoogLeNet head: global average pooling, ``self.dropout``, then ``self.fc`` (an nn.Linear whose
+    bias, present or not, is kept by ``reset_classifier``)."""
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = x.mean([2, 3])
+        if pre_logits:
+            return x
+        return self.fc(self.dropout(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        check_num_classes(num_classes)
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes, bias=self.fc.bias is not None)
+        nn.init.normal_(self.fc.weight, 0, 0.01)
+        if self.fc.bias is not None:
+            nn.init.zeros_(self.fc.bias)
+
+
 def check_num_classes(num_classes: int) -> None:
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")

@@ -14,7 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from mobilezoo.layers import ConvNormAct, check_input, init_weights
-from mobilezoo.models.base import FeatureInfo, ZooModel, check_drop_rate, check_in_chans, check_num_classes
+from mobilezoo.models.base import (
+    FeatureInfo,
+    PooledFcModel,
+    ZooModel,
+    check_drop_rate,
+    check_in_chans,
+    check_num_classes,
+)
 from mobilezoo.registry import TorchvisionRef, register_model
 
 # VGG paper Table 1, configuration D: 3x3 conv widths, "M" = 2x2 max pool; then FC-4096, FC-4096, FC-1000.
@@ -149,7 +156,7 @@ class InceptionModule(nn.Module):
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
 
 
-class GoogLeNet(ZooModel):
+class GoogLeNet(PooledFcModel):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.4) -> None:
         super().__init__()
         check_num_classes(num_classes)
@@ -197,22 +204,6 @@ class GoogLeNet(ZooModel):
         x = self.inception4c(self.inception4b(self.inception4a(x)))
         x = self.maxpool4(self.inception4e(self.inception4d(x)))
         return self.inception5b(self.inception5a(x))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean([2, 3])
-        if pre_logits:
-            return x
-        return self.fc(self.dropout(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
-        nn.init.normal_(self.fc.weight, 0, 0.01)
-        nn.init.zeros_(self.fc.bias)
 
 
 @register_model(

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from mobilezoo.layers import ChannelShuffle, ConvNormAct, check_input, init_weights
 from mobilezoo.models.base import (
     FeatureInfo,
-    ZooModel,
+    PooledFcModel,
     check_drop_rate,
     check_in_chans,
     check_num_classes,
@@ -147,7 +147,7 @@ class ShuffleV1Unit(nn.Module):
         return self.act(torch.cat([self.shortcut(x), self.branch(x)], dim=1))
 
 
-class ShuffleNetV1(ZooModel):
+class ShuffleNetV1(PooledFcModel):
     def __init__(
         self,
         groups: int = 3,
@@ -199,21 +199,6 @@ class ShuffleNetV1(ZooModel):
         check_input(x, self.in_chans, self.min_input_size)
         x = self.maxpool(self.conv1(x))
         return self.stage4(self.stage3(self.stage2(x)))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean([2, 3])
-        if pre_logits:
-            return x
-        return self.fc(self.dropout(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes, bias=False)
-        nn.init.normal_(self.fc.weight, 0, 0.01)
 
 
 _TABLE = "Table 1 (channels, complexity) + Table 2 (top-1); scaled models: megvii ShuffleNet-Series"

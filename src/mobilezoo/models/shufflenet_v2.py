@@ -15,7 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from mobilezoo.layers import ConvNormAct, channel_shuffle, check_input, init_weights
-from mobilezoo.models.base import FeatureInfo, ZooModel, check_drop_rate, check_in_chans, check_num_classes
+from mobilezoo.models.base import (
+    FeatureInfo,
+    PooledFcModel,
+    check_drop_rate,
+    check_in_chans,
+    check_num_classes,
+)
 from mobilezoo.registry import TorchvisionRef, register_model
 
 
@@ -96,7 +102,7 @@ class InvertedResidual(nn.Module):
         return channel_shuffle(out, 2)
 
 
-class ShuffleNetV2(ZooModel):
+class ShuffleNetV2(PooledFcModel):
     def __init__(
         self,
         width_mult: float = 1.0,
@@ -148,23 +154,6 @@ class ShuffleNetV2(ZooModel):
         check_input(x, self.in_chans, self.min_input_size)
         x = self.maxpool(self.conv1(x))
         return self.conv5(self.stage4(self.stage3(self.stage2(x))))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean([2, 3])
-        if pre_logits:
-            return x
-        return self.fc(self.dropout(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes, bias=self.torchvision_compat)
-        nn.init.normal_(self.fc.weight, 0, 0.01)
-        if self.fc.bias is not None:
-            nn.init.zeros_(self.fc.bias)
 
 
 def _tv(suffix: str) -> TorchvisionRef:
