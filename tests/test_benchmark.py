@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-import mobilezoo.benchmark as bench
-from mobilezoo.benchmark import BACKENDS, available_backends, benchmark, compare, prepare, run_suite
+from mobilezoo.benchmark import BACKENDS, available_backends, benchmark, compare, harness, prepare, run_suite
+from mobilezoo.benchmark import backends as bench_backends
 from mobilezoo.cli import main
 from mobilezoo.registry import create_model
 
@@ -42,7 +42,7 @@ class Probe(nn.Module):
 @pytest.fixture
 def fake_clock(monkeypatch: pytest.MonkeyPatch) -> list:
     clock = [0]
-    monkeypatch.setattr(bench, "_clock", lambda: clock[0])
+    monkeypatch.setattr(harness, "_clock", lambda: clock[0])
     return clock
 
 
@@ -107,7 +107,7 @@ def test_compare_interleaves_pairs(monkeypatch: pytest.MonkeyPatch, fake_clock: 
     log: list[str] = []
     ours = Probe(log, "ours", fake_clock, step=2_000_000)
     theirs = Probe(log, "tv", fake_clock, step=1_000_000)
-    monkeypatch.setattr(bench, "torchvision_counterpart", lambda name: (ours, theirs))
+    monkeypatch.setattr(harness, "torchvision_counterpart", lambda name: (ours, theirs))
     c = compare("mobilenet_v2", resolution=8, warmup=2, iters=5, threads=1)
     # each warmed up on its own, then one call each per round, the order alternating
     assert log == ["ours"] * 2 + ["tv"] * 2 + ["ours", "tv", "tv", "ours"] * 2 + ["ours", "tv"]
@@ -213,7 +213,7 @@ def test_backends_list() -> None:
     assert BACKENDS[0] == "eager"
     assert {"channels_last", "compile", "onnxruntime", "onnxruntime-int8", "openvino"} <= set(BACKENDS)
     assert set(available_backends()) <= set(BACKENDS)
-    assert tuple(bench._PREPARERS) == BACKENDS  # every backend has a preparer
+    assert tuple(bench_backends._PREPARERS) == BACKENDS  # every backend has a preparer
 
 
 def test_suite_records_errors_and_fastest() -> None:
