@@ -90,7 +90,8 @@ class PeakMemory:
             import resource
 
             peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-        return peak
+        # the resident set can shrink between reading it and resetting VmHWM; the stretch's peak is at least `before`
+        return max(peak, self.before or 0)
 
 
 def _proc_status(field: str) -> int | None:
