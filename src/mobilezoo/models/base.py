@@ -59,9 +59,8 @@ class ZooModel(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-class PooledClassifierModel(ZooModel):
-    """The MobileNet V1/V2 layout: a Sequential trunk ``self.features``, global average pooling, and
-    ``self.classifier = Sequential(Dropout, Linear)``. Subclasses build those and set ``num_features``."""
+class SequentialTrunkModel(ZooModel):
+    """A model whose trunk is the nn.Sequential ``self.features`` (MobileNets, VGG-16)."""
 
     def trunk(self) -> list[tuple[str, nn.Module]]:
         return [(f"features.{i}", m) for i, m in enumerate(self.features)]
@@ -69,6 +68,11 @@ class PooledClassifierModel(ZooModel):
     def forward_features(self, x: Tensor) -> Tensor:
         check_input(x, self.in_chans, self.min_input_size)
         return self.features(x)
+
+
+class PooledClassifierModel(SequentialTrunkModel):
+    """The MobileNet V1/V2 layout: the ``self.features`` trunk, global average pooling, and
+    ``self.classifier = Sequential(Dropout, Linear)``. Subclasses build those and set ``num_features``."""
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)

@@ -17,7 +17,7 @@ from mobilezoo.layers import ConvNormAct, check_input, init_weights
 from mobilezoo.models.base import (
     FeatureInfo,
     PooledFcModel,
-    ZooModel,
+    SequentialTrunkModel,
     check_drop_rate,
     check_in_chans,
     check_num_classes,
@@ -34,7 +34,7 @@ def _linear(in_features: int, out_features: int) -> nn.Linear:
     return nn.utils.skip_init(nn.Linear, in_features, out_features, device=torch.get_default_device())
 
 
-class VGG16Net(ZooModel):
+class VGG16Net(SequentialTrunkModel):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.5) -> None:
         super().__init__()
         check_num_classes(num_classes)
@@ -68,13 +68,6 @@ class VGG16Net(ZooModel):
             _linear(VGG_HIDDEN, num_classes),
         )
         init_weights(self)
-
-    def trunk(self) -> list[tuple[str, nn.Module]]:
-        return [(f"features.{i}", m) for i, m in enumerate(self.features)]
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size)
-        return self.features(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         c = self.classifier

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from mobilezoo.layers import ConvNormAct, SqueezeExcite, check_input, get_act, init_weights, make_divisible
+from mobilezoo.layers import ConvNormAct, SqueezeExcite, get_act, init_weights, make_divisible
 from mobilezoo.models.base import (
     FeatureInfo,
-    ZooModel,
+    SequentialTrunkModel,
     check_drop_rate,
     check_in_chans,
     check_num_classes,
@@ -140,7 +140,7 @@ def _widths(arch: V3Arch, width_mult: float, width_rule: str) -> tuple[int, list
     return stem, blocks, last_conv, make_divisible(arch.head * head_mult, 8)
 
 
-class MobileNetV3(ZooModel):
+class MobileNetV3(SequentialTrunkModel):
     """MobileNetV3 ``arch="large"`` or ``"small"``.
 
     ``width_rule`` picks how ``width_mult`` scales the expansions and the head (see :func:`_widths`); ``last_channel``
@@ -204,13 +204,6 @@ class MobileNetV3(ZooModel):
             nn.Linear(self.num_features, num_classes),
         )
         init_weights(self)
-
-    def trunk(self) -> list[tuple[str, nn.Module]]:
-        return [(f"features.{i}", m) for i, m in enumerate(self.features)]
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size)
-        return self.features(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)

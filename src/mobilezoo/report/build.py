@@ -12,7 +12,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -166,19 +165,12 @@ def _usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _environment(threads: int, cfg: ReportConfig) -> dict[str, Any]:
-    from mobilezoo.benchmark import environment
+    from mobilezoo.benchmark.environment import environment, package_version
 
     env = environment("cpu")
     for pkg in ("mobilezoo", "numpy", "onnx", "matplotlib"):
-        env[pkg] = _version(pkg)
+        env[pkg] = package_version(pkg)
     env.update(threads=threads, batch_size=cfg.batch_size, device="cpu", dtype="float32")
     return env
 
