@@ -1,6 +1,8 @@
 import pytest
 
-from mobilezoo.train.config import PAPER, TrainConfig, load_config, resolve_config, save_config
+from mobilezoo.train.config import TrainConfig, resolve_config
+from mobilezoo.train.config_io import load_config, save_config
+from mobilezoo.train.recipes import PAPER
 
 
 def test_modern_recipe_scales_lr_with_batch_and_fills_builtin_defaults():

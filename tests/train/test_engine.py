@@ -11,7 +11,7 @@ import torch
 from mobilezoo.train import TrainConfig, evaluate_weights, predict, train
 from mobilezoo.train import checkpoint as ck
 from mobilezoo.train.checkpoint import atomic_save_weights, load_checkpoint
-from mobilezoo.train.engine import ModelEma
+from mobilezoo.train.ema import ModelEma
 from mobilezoo.train.evaluate import read_spec, recalibrate_bn
 from mobilezoo.weights import WeightsMismatchError, read_state_dict
 from tests.train.conftest import TINY

@@ -6,7 +6,8 @@ ShuffleNet V2's MAC); ``textbook_tables`` regenerates the textbook's Tables 5-2,
 """
 
 from mobilezoo.complexity import formulas
-from mobilezoo.complexity.profiler import CONVENTIONS, LayerProfile, Profile, profile
+from mobilezoo.complexity.profiler import profile
+from mobilezoo.complexity.results import CONVENTIONS, LayerProfile, Profile
 from mobilezoo.complexity.tables import TableResult, TableRow, textbook_tables
 
 __all__ = [

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilezoo.complexity.profiler import Profile, profile
+from mobilezoo.complexity.profiler import profile
+from mobilezoo.complexity.results import Profile
 from mobilezoo.complexity.textbook import (
     CONVENTION_CONV_ONLY,
     CONVENTION_FC,

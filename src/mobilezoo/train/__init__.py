@@ -4,10 +4,13 @@
 call runs data-parallel under ``torchrun``. ``evaluate_weights`` and ``predict`` use the weights a run writes.
 """
 
-from mobilezoo.train.config import MODERN, PAPER, Recipe, TrainConfig, get_recipe, load_config, resolve_config
-from mobilezoo.train.engine import ProgressEvent, TrainResult, resume_config, train
+from mobilezoo.train.config import TrainConfig, resolve_config
+from mobilezoo.train.config_io import load_config, resume_config
+from mobilezoo.train.engine import train
 from mobilezoo.train.evaluate import EvalResult, PredictResult, evaluate, evaluate_weights, predict, recalibrate_bn
 from mobilezoo.train.optim import RMSpropTF
+from mobilezoo.train.recipes import MODERN, PAPER, Recipe, get_recipe
+from mobilezoo.train.results import ProgressEvent, TrainResult
 
 __all__ = [
     "MODERN",

@@ -17,8 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,63 +26,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mobilezoo.data import Normalization, SeededDataset, build_transforms, collate_skipping, load_split, subset_indices
+from mobilezoo.data import collate_skipping
 from mobilezoo.train import checkpoint as ckpt
-from mobilezoo.train.config import TrainConfig, load_config, resolve_config, save_config
+from mobilezoo.train.config import TrainConfig, resolve_config
+from mobilezoo.train.config_io import check_resume, save_config
 from mobilezoo.train.distributed import DistInfo, all_reduce_sum, setup
+from mobilezoo.train.ema import ModelEma
 from mobilezoo.train.evaluate import EvalResult, InferenceSpec, evaluate, recalibrate_bn
 from mobilezoo.train.optim import build_optimizer, lr_factor
-
-# config fields that may differ between a run and its resumption (they do not change the result on CPU)
-RESUME_MAY_DIFFER = {"num_workers", "device", "out", "checkpoint_every"}
-
-
-@dataclass
-class ProgressEvent:
-    """Sent to the ``progress`` callback after every optimizer step (``kind="step"``) and evaluation (``"epoch"``)."""
-
-    kind: str
-    epoch: int
-    epochs: int
-    step: int
-    total_steps: int
-    loss: float
-    lr: float
-    images_per_s: float
-    eta_s: float
-    record: dict[str, Any] | None = None
-
-
-@dataclass
-class TrainResult:
-    """The outcome of a run: its best and last evaluation, per-epoch history and where the files are."""
-
-    config: TrainConfig
-    run_dir: str | None
-    best_top1: float
-    best_epoch: int
-    last: dict[str, Any]
-    history: list[dict[str, Any]]
-    wall_s: float
-    steps: int
-    skipped_images: int
-    model: nn.Module | None = field(default=None, repr=False)
-    final_eval: EvalResult | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.config.model,
-            "recipe": self.config.recipe,
-            "run_dir": self.run_dir,
-            "best_top1": self.best_top1,
-            "best_epoch": self.best_epoch,
-            "last": self.last,
-            "wall_s": self.wall_s,
-            "steps": self.steps,
-            "skipped_images": self.skipped_images,
-            "history": self.history,
-            "config": self.config.to_dict(),
-        }
+from mobilezoo.train.results import ProgressEvent, TrainResult
+from mobilezoo.train.run_data import RunData, epoch_batches
 
 
 def seed_everything(seed: int) -> None:
@@ -103,125 +55,10 @@ def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
-def epoch_batches(
-    n: int, epoch: int, cfg: TrainConfig, info: DistInfo, start_step: int = 0
-) -> Iterator[list[tuple[int, int]]]:
-    """This process's micro-batches of ``epoch`` from step ``start_step`` on, as lists of (epoch, position) keys.
-
-    Step i of the epoch takes global batch ``perm[i*B:(i+1)*B]``; its micro-batch j on rank r is the slice at offset
-    ``(r * accum_steps + j) * b`` with ``b = B / (world * accum_steps)``. So 2 ranks x 1 micro-batch see exactly the
-    images that 1 rank x 2 micro-batches sees, in the same groups.
-    """
-    g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, 1]).generate_state(1)[0]))
-    perm = torch.randperm(n, generator=g).tolist()
-    big, accum = cfg.batch_size, cfg.accum_steps
-    micro = big // (info.world_size * accum)
-    for step in range(start_step, n // big):
-        base = step * big
-        for j in range(accum):
-            off = base + (info.rank * accum + j) * micro
-            yield [(epoch, p) for p in perm[off : off + micro]]
-
-
-class ModelEma:
-    """Exponential moving average of weights and buffers, as TF's ``ExponentialMovingAverage(decay, num_updates)``.
-
-    The decay used at update n is ``min(decay, (1 + n) / (10 + n))``, so a short run's average does not stay
-    stuck near the random initialisation (0.9999 needs ~10^4 steps to forget it).
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, num_updates: int) -> None:
-        d = min(self.decay, (1 + num_updates) / (10 + num_updates))
-        for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values()):
-            if ema_v.dtype.is_floating_point:
-                ema_v.lerp_(v.detach(), 1 - d)
-            else:
-                ema_v.copy_(v)
-
-
 def _set_bn_momentum(model: nn.Module, momentum: float) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = momentum
-
-
-class _Data:
-    """The datasets of a run: seeded training set, evaluation set, BN recalibration set."""
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        norm = Normalization(tuple(cfg.mean), tuple(cfg.std))
-        train_tf = build_transforms(
-            True,
-            cfg.img_size,
-            norm,
-            crop_scale=tuple(cfg.crop_scale),
-            hflip=cfg.hflip,
-            auto_augment=cfg.auto_augment,
-            random_erasing=cfg.random_erasing,
-        )
-        eval_tf = build_transforms(False, cfg.img_size, norm, eval_crop_pct=cfg.eval_crop_pct)
-        train = load_split(cfg.data, "train", train_tf, cfg.in_chans)
-        val = load_split(cfg.data, "val", eval_tf, cfg.in_chans)
-        if list(train.classes) != list(val.classes):  # type: ignore[attr-defined]
-            raise ValueError(
-                f"train and val classes differ: {train.classes} vs {val.classes}"  # type: ignore[attr-defined]
-            )
-        self.classes = list(train.classes)  # type: ignore[attr-defined]
-        self.train_idx = subset_indices(train.targets, cfg.train_subset, cfg.seed)  # type: ignore[attr-defined]
-        self.val_idx = subset_indices(val.targets, cfg.val_subset, cfg.seed)  # type: ignore[attr-defined]
-        self.train = SeededDataset(_Indexed(train, self.train_idx), cfg.seed)
-        self.val = _Indexed(val, self.val_idx)
-        self.recal = _Indexed(load_split(cfg.data, "train", eval_tf, cfg.in_chans), self.train_idx)
-        if len(self.train_idx) < cfg.batch_size:
-            raise ValueError(
-                f"batch_size {cfg.batch_size} is larger than the training set ({len(self.train_idx)} images)"
-            )
-        self.norm = norm
-
-
-class _Indexed(torch.utils.data.Dataset):
-    def __init__(self, base: Any, idx: list[int]) -> None:
-        self.base, self.idx = base, idx
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.base[self.idx[i]]
-
-
-def _check_resume(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
-    saved = load_config(run_dir / "config.yaml")
-    a, b = saved.to_dict(), cfg.to_dict()
-    diff = [k for k in a if k not in RESUME_MAY_DIFFER and a[k] != b[k]]
-    if diff:
-        shown = ", ".join(f"{k}: run has {a[k]!r}, given {b[k]!r}" for k in diff)
-        raise ValueError(f"cannot resume {str(run_dir)!r} with a different config ({shown})")
-    return cfg
-
-
-def resume_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
-    """The saved config of ``run_dir`` (for ``train(..., resume=True)``), with harmless overrides (e.g. num_workers)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} holds no config.yaml: not a mobilezoo run folder")
-    bad = set(overrides) - RESUME_MAY_DIFFER
-    if bad:
-        raise ValueError(
-            f"a resumed run keeps its config; only {sorted(RESUME_MAY_DIFFER)} may change, got {sorted(bad)}"
-        )
-    cfg = load_config(run_dir / "config.yaml")
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
-    cfg.out = str(run_dir)
-    return cfg
 
 
 def train(
@@ -243,7 +80,7 @@ def train(
     if resume:
         if run_dir is None or not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"nothing to resume: {cfg.out!r} holds no run (config.yaml)")
-        _check_resume(cfg, run_dir)
+        check_resume(cfg, run_dir)
     elif run_dir is not None and (run_dir / ckpt.POINTER).exists():
         raise ValueError(f"{str(run_dir)!r} already holds a run: pass resume=True (--resume) or choose another out")
     if cfg.batch_size % cfg.accum_steps:
@@ -257,7 +94,7 @@ def train(
         )
     device = _device(cfg, info)
     seed_everything(cfg.seed + info.rank)  # ranks draw different dropout masks; augmentations are per-sample seeded
-    data = _Data(cfg)
+    data = RunData(cfg)
 
     from mobilezoo.registry import create_model
 
@@ -467,4 +304,4 @@ def train(
     )
 
 
-__all__ = ["ModelEma", "ProgressEvent", "TrainResult", "epoch_batches", "resume_config", "seed_everything", "train"]
+__all__ = ["seed_everything", "train"]
