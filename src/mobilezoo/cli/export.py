@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=int, default=256)
     p.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor instead of per channel")
     p.add_argument("--exclude", nargs="*", default=None,
-                   help="nodes kept in float: op types, node names, first-conv, last-gemm (default: the measured auto policy)")  # fmt: skip
+                   help="nodes kept in float: op types, node names, first-conv, last-gemm (default: none)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_export)
 
@@ -52,7 +52,7 @@ def run_export(args: argparse.Namespace) -> int:
         calibration=args.calib,
         calibration_images=args.calib_images,
         per_channel=not args.per_tensor,
-        exclude="auto" if args.exclude is None else args.exclude,
+        exclude=args.exclude,
     )
     d = result.to_dict()
     if args.json:

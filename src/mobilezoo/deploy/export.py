@@ -53,7 +53,7 @@ def export_model(
     calibration_images: int = 256,
     validation_images: int = 1000,
     per_channel: bool = True,
-    exclude: str | list[str] | None = "auto",
+    exclude: str | list[str] | None = None,
 ) -> ExportResult:
     """Build registered model ``name`` (with ``weights``) and write it as ``format`` to ``out``.
 

@@ -27,13 +27,12 @@ import torch
 from torch import nn
 
 from mobilezoo.deploy._common import as_model, output_path
+from mobilezoo.deploy.int8_rewrites import REWRITES, avgpool_as_conv, uint8_hardsigmoid
 from mobilezoo.deploy.onnx_export import MIN_OPSET, export_onnx, load_onnx, onnx_session
 
 METHODS = ("static", "dynamic")
 FORMATS = ("qdq", "qoperator")
 CALIBRATIONS = ("minmax", "percentile", "entropy")
-# the float nodes of the auto policy, by op type; "first-conv" and "last-gemm" name positions instead of types
-AUTO_EXCLUDE: tuple[str, ...] = ("first-conv", "last-gemm")
 _SHAPE_OPS = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Constant", "Identity",
               "Transpose", "Split", "Slice", "Cast"}  # fmt: skip
 
@@ -51,6 +50,7 @@ class QuantizedModel:
     calibrate_method: str
     calibration_images: int
     excluded: tuple[str, ...]
+    rewrites: dict[str, int]
     nodes_kept_float: tuple[str, ...]
     size_bytes: int
     fp32_size_bytes: int
@@ -66,6 +66,7 @@ class QuantizedModel:
             "calibrate_method": self.calibrate_method,
             "calibration_images": self.calibration_images,
             "excluded": list(self.excluded),
+            "rewrites": dict(self.rewrites),
             "nodes_kept_float": list(self.nodes_kept_float),
             "size_bytes": self.size_bytes,
             "fp32_size_bytes": self.fp32_size_bytes,
@@ -117,7 +118,7 @@ def _resolve_exclude(graph: onnx.GraphProto, exclude: str | Sequence[str] | None
     """Node names to keep in float: entries are node names, op types (every node of that type), or positions."""
     if exclude is None:
         return []
-    entries = list(AUTO_EXCLUDE) if exclude == "auto" else [exclude] if isinstance(exclude, str) else list(exclude)
+    entries = [exclude] if isinstance(exclude, str) else list(exclude)
     nodes = list(graph.node)
     names: list[str] = []
     op_types = {n.op_type for n in nodes}
@@ -131,7 +132,7 @@ def _resolve_exclude(graph: onnx.GraphProto, exclude: str | Sequence[str] | None
             names += [n.name for n in nodes if n.op_type == entry]
         elif entry in node_names:
             names.append(entry)
-        elif exclude != "auto" and entry not in _KNOWN_OP_TYPES:
+        elif entry not in _KNOWN_OP_TYPES:
             raise ValueError(
                 f"exclude entry {entry!r} is neither a node name, an op type of this graph ({sorted(op_types)}), "
                 "'first-conv' nor 'last-gemm'"
@@ -147,8 +148,9 @@ def float_nodes(path: str | PathLike) -> list[str]:
     """The compute nodes of a quantized model that ONNX Runtime runs in float, as ``"OpType:name"``.
 
     Read from the graph ONNX Runtime actually executes (its optimized graph, before hardware-specific layout
-    changes): QDQ groups it could fuse became ``QLinear*``/``QGemm`` int8 kernels; every other compute node, such as
-    a HardSigmoid between a DequantizeLinear and a QuantizeLinear or an excluded conv, runs in float.
+    changes): QDQ groups it could fuse became ``QLinear*``/``QGemm`` int8 kernels, and nodes whose data input is an
+    integer tensor (a ``MaxPool`` or ``Clip`` on uint8) run on integers too; every other compute node, such as an
+    excluded conv or a HardSigmoid between a DequantizeLinear and a QuantizeLinear, runs in float.
     """
     import onnxruntime as ort
 
@@ -159,12 +161,26 @@ def float_nodes(path: str | PathLike) -> list[str]:
         opts.log_severity_level = 3
         ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         graph = onnx.load(opts.optimized_model_filepath).graph
-    int8 = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm")
-    return [
-        f"{n.op_type}:{n.name}"
-        for n in graph.node
-        if n.op_type not in int8 and not n.op_type.startswith("QLinear") and n.op_type not in _SHAPE_OPS
-    ]
+    integer_ops = ("QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm")
+    integer_tensors: set[str] = set()
+    shape_tensors: set[str] = set()  # shape arithmetic (Shape -> Gather -> Div ...) is not float compute
+    constants = {i.name for i in graph.initializer}
+    kept_float = []
+    for n in graph.node:  # topologically sorted
+        inputs = [i for i in n.input if i]
+        if n.op_type in integer_ops or n.op_type.startswith("QLinear"):
+            integer_tensors.update(n.output)
+        elif n.op_type == "DequantizeLinear":
+            continue
+        elif inputs and inputs[0] in integer_tensors:
+            integer_tensors.update(n.output)
+        elif n.op_type == "Shape" or (
+            inputs and any(i in shape_tensors for i in inputs) and all(i in shape_tensors | constants for i in inputs)
+        ):
+            shape_tensors.update(n.output)
+        elif n.op_type not in _SHAPE_OPS:
+            kept_float.append(f"{n.op_type}:{n.name}")
+    return kept_float
 
 
 def quantize(
@@ -175,10 +191,11 @@ def quantize(
     method: str = "static",
     per_channel: bool = True,
     resolution: int | tuple[int, int] = 224,
-    exclude: str | Sequence[str] | None = "auto",
+    exclude: str | Sequence[str] | None = None,
     quant_format: str = "qdq",
     reduce_range: bool = True,
     calibrate_method: str = "minmax",
+    rewrites: Sequence[str] = REWRITES,
     opset: int = MIN_OPSET,
 ) -> QuantizedModel:
     """Quantize a model to int8 ONNX with ONNX Runtime's ``quantize_static`` (or ``quantize_dynamic``).
@@ -186,10 +203,11 @@ def quantize(
     ``model_or_onnx`` is a module (exported first with :func:`export_onnx` at ``resolution``, next to ``out_path``
     as ``<stem>.fp32.onnx``), a registered model name, or the path of an fp32 ``.onnx`` file. ``calibration_data``
     yields (N, C, H, W) tensors or arrays, or (images, labels) pairs (a DataLoader); static quantization needs it.
-    ``exclude`` keeps nodes in float: ``"auto"`` (the first conv and the last Gemm), None (quantize everything ONNX
-    Runtime can), or a list of node names, op types (``"HardSigmoid"``, ``"Mul"``) and positions (``"first-conv"``,
-    ``"last-gemm"``). Activations are uint8 (asymmetric), weights int8 (symmetric, 7-bit with ``reduce_range``), per
-    output channel by default.
+    ``exclude`` keeps nodes in float: None (the default: quantize everything ONNX Runtime can), or node names, op
+    types (``"HardSigmoid"``, ``"Mul"``) and positions (``"first-conv"``, ``"last-gemm"``). ``rewrites`` names the
+    exact graph rewrites of :mod:`mobilezoo.deploy.int8_rewrites` to apply (all by default; ``()`` for ONNX
+    Runtime's graph as is). Activations are uint8 (asymmetric), weights int8 (symmetric, 7-bit with
+    ``reduce_range``), per output channel by default.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -198,6 +216,9 @@ def quantize(
         raise ValueError(f"unknown quantization method {method!r}; expected one of {METHODS}")
     if quant_format not in FORMATS:
         raise ValueError(f"unknown quant_format {quant_format!r}; expected one of {FORMATS}")
+    unknown = [r for r in rewrites if r not in REWRITES] if not isinstance(rewrites, str) else [rewrites]
+    if unknown:
+        raise ValueError(f"unknown rewrites {unknown}; expected a sequence of {REWRITES}")
     if calibrate_method not in CALIBRATIONS:
         raise ValueError(f"unknown calibrate_method {calibrate_method!r}; expected one of {CALIBRATIONS}")
     if method == "static" and calibration_data is None:
@@ -219,6 +240,10 @@ def quantize(
             quant_pre_process(str(fp32_path), str(pre))
         except Exception:  # symbolic shape inference gives up on some graphs; ONNX shape inference suffices
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        counts: dict[str, int] = {}
+        if "avgpool-as-conv" in rewrites:
+            prepared, counts["avgpool-as-conv"] = avgpool_as_conv(onnx.load(str(pre)))
+            onnx.save(prepared, str(pre))
         graph = onnx.load(str(pre)).graph
         excluded = _resolve_exclude(graph, exclude)
         reader = None
@@ -252,6 +277,11 @@ def quantize(
                 weight_type=QuantType.QUInt8,
                 nodes_to_exclude=excluded,
             )
+    if "uint8-hardsigmoid" in rewrites:
+        quantized = onnx.load(str(out_path))
+        counts["uint8-hardsigmoid"] = uint8_hardsigmoid(quantized)
+        if counts["uint8-hardsigmoid"]:
+            onnx.save(quantized, str(out_path))
     return QuantizedModel(
         path=out_path,
         fp32_path=fp32_path,
@@ -262,6 +292,7 @@ def quantize(
         calibrate_method=calibrate_method if method == "static" else "none",
         calibration_images=reader.images if reader is not None else 0,
         excluded=tuple(excluded),
+        rewrites=counts,
         nodes_kept_float=tuple(float_nodes(out_path)),
         size_bytes=out_path.stat().st_size,
         fp32_size_bytes=fp32_path.stat().st_size,

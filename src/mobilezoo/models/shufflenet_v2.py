@@ -68,9 +68,10 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, stride: int, mid_chs: int, left_chs: int) -> None:
         super().__init__()
         self.stride = stride
+        self.keep = in_chs // 2 if stride == 1 else 0
         if stride == 1:
             # the left half passes through unchanged
-            right_in, right_out = in_chs - in_chs // 2, out_chs - in_chs // 2
+            right_in, right_out = in_chs - self.keep, out_chs - self.keep
             self.branch1 = nn.Sequential()
         else:
             right_in, right_out = in_chs, out_chs - left_chs
@@ -95,8 +96,8 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.stride == 1:
-            x1, x2 = x.chunk(2, dim=1)
-            out = torch.cat((x1, self.branch2(x2)), dim=1)
+            # slices at a fixed channel (not chunk, whose traced split point is computed from the input's shape)
+            out = torch.cat((x[:, : self.keep], self.branch2(x[:, self.keep :])), dim=1)
         else:
             out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
         return channel_shuffle(out, 2)

@@ -1,0 +1,189 @@
+"""Tests of mobilezoo.deploy's int8 path: quantize(), its graph rewrites, and the accuracy cost on the built-in digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from mobilezoo import create_model
+from mobilezoo.deploy import compare_accuracy, onnx_session, quantize
+from mobilezoo.deploy.calibration import image_batches, labelled, random_batches
+from mobilezoo.deploy.int8_rewrites import avgpool_as_conv, uint8_hardsigmoid
+
+# --------------------------------------------------------------------------------------------- accuracy on the digits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v2_x1_0", "mobilenet_v3_small"])
+def test_int8_keeps_top1_within_one_point(name: str, tmp_path) -> None:
+    from mobilezoo.train import TrainConfig, train
+
+    model = train(TrainConfig(model=name, epochs=3, img_size=32, device="cpu")).model
+    calibration = labelled(image_batches("builtin", in_chans=1, resolution=32, num_images=256, batch_size=64))
+    q = quantize(model, calibration, out_path=tmp_path / "m.int8.onnx", resolution=32)
+    assert q.calibration_images == 256
+    assert q.size_bytes < q.fp32_size_bytes / 2.5
+    val = list(labelled(image_batches("builtin", split="val", in_chans=1, resolution=32, num_images=None)))
+    acc = compare_accuracy(q.fp32_path, q.path, val)
+    assert acc.images == 1000
+    assert acc.top1_reference > 80.0, "the fp32 model did not learn: the int8 comparison would say little"
+    assert abs(acc.delta) <= 1.0, acc.to_dict()
+    assert acc.agreement >= 95.0, acc.to_dict()
+    # the fp32 ONNX file is the PyTorch model
+    assert compare_accuracy(model, q.fp32_path, val).agreement == 100.0
+    if name == "mobilenet_v3_small":  # every hard-swish and SE gate computed on uint8: nothing left in float
+        assert q.rewrites["uint8-hardsigmoid"] == 28 and q.nodes_kept_float == ()
+
+
+# ------------------------------------------------------------------------------------------------- quantize options
+
+
+def test_quantize_defaults_options_and_bad_input(tmp_path) -> None:
+    model = create_model("mobilenet_v3_small", num_classes=10).eval()
+    cal = random_batches(3, (32, 32), num_images=8, batch_size=4)
+    q = quantize(model, cal, out_path=tmp_path / "d.onnx", resolution=32)
+    assert (
+        q.excluded == () and q.nodes_kept_float == () and q.rewrites == {"avgpool-as-conv": 0, "uint8-hardsigmoid": 28}
+    )
+    raw = quantize(q.fp32_path, cal, out_path=tmp_path / "raw.onnx", rewrites=())
+    assert raw.rewrites == {} and sum(k.startswith("HardSigmoid:") for k in raw.nodes_kept_float) == 28
+    q = quantize(model, cal, out_path=tmp_path / "a.onnx", resolution=32, exclude=["first-conv", "last-gemm", "Mul"])
+    kinds = [k.split(":")[0] for k in q.excluded]
+    assert q.excluded and "Mul" not in kinds  # excluded holds node names
+    assert any(k.startswith("Conv:") for k in q.nodes_kept_float)
+    assert any(k.startswith("Gemm:") for k in q.nodes_kept_float)
+    q2 = quantize(q.fp32_path, cal, out_path=tmp_path / "b.onnx", per_channel=False, quant_format="qoperator")
+    sess = onnx_session(q2.path, threads=1)
+    out = sess.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0]
+    assert out.shape == (2, 10)
+    with pytest.raises(ValueError, match="calibration_data"):
+        quantize(model, None, out_path=tmp_path / "c.onnx", resolution=32)
+    with pytest.raises(ValueError, match="method"):
+        quantize(model, cal, out_path=tmp_path / "c.onnx", method="qat")
+    with pytest.raises(ValueError, match="exclude entry"):
+        quantize(q.fp32_path, cal, out_path=tmp_path / "c.onnx", exclude=["NoSuchNode"])
+    with pytest.raises(ValueError, match="unknown rewrites"):
+        quantize(q.fp32_path, cal, out_path=tmp_path / "c.onnx", rewrites=["fold-everything"])
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        quantize(q.fp32_path, [np.zeros((3, 32, 32), np.float32)], out_path=tmp_path / "c.onnx")
+    with pytest.raises(FileNotFoundError):
+        quantize(model, cal, out_path=tmp_path / "nodir" / "c.onnx", resolution=32)
+
+
+def test_shufflenet_v1_int8_has_no_average_pool_and_nothing_in_float_but_the_mean(tmp_path) -> None:
+    cal = random_batches(3, (64, 64), num_images=8, batch_size=4)
+    q = quantize(create_model("shufflenet_v1_g3_x1_0"), cal, out_path=tmp_path / "s.onnx", resolution=64)
+    assert q.rewrites["avgpool-as-conv"] == 3  # the three stride-2 shortcuts
+    assert [k.split(":")[0] for k in q.nodes_kept_float] == ["ReduceMean"]  # the global pool before the FC
+    assert "AveragePool" not in {n.op_type for n in onnx.load(str(q.path)).graph.node}
+
+
+# --------------------------------------------------------------------------------------------------- graph rewrites
+
+
+def _init(name: str, value: float | int, dtype) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(value, dtype), name)
+
+
+def _hardswish_graph(scale: float, zero: int, gate_scale: float, gate_zero: int) -> onnx.ModelProto:
+    """x -> Q -> DQ -> y; y * Q/DQ(HardSigmoid(y)), as ONNX Runtime's quantizer writes a hard-swish."""
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "y_s", "y_z"], ["y_q"]),
+        helper.make_node("DequantizeLinear", ["y_q", "y_s", "y_z"], ["y"]),
+        helper.make_node("HardSigmoid", ["y"], ["g"], alpha=1 / 6, beta=0.5, name="hsig"),
+        helper.make_node("QuantizeLinear", ["g", "g_s", "g_z"], ["g_q"]),
+        helper.make_node("DequantizeLinear", ["g_q", "g_s", "g_z"], ["gate"]),
+        helper.make_node("Mul", ["y", "gate"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hardswish",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None]) for n in ("gate", "out")],
+        initializer=[
+            _init("y_s", scale, np.float32),
+            _init("y_z", zero, np.uint8),
+            _init("g_s", gate_scale, np.float32),
+            _init("g_z", gate_zero, np.uint8),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(model: onnx.ModelProto, tmp_path, x: np.ndarray, name: str) -> list[np.ndarray]:
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return onnx_session(path, threads=1).run(None, {"x": x})
+
+
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [(-8.0, 10.0), (-1.0, 5.0)],  # the second range stops above -3: y's range is widened to reach it
+    ids=["reaches-minus-3", "widened"],
+)
+def test_uint8_hardsigmoid_equals_the_float_gate(low: float, high: float, tmp_path) -> None:
+    scale, zero = (high - low) / 255, round(-low / ((high - low) / 255))
+    model = _hardswish_graph(scale, zero, 1 / 255, 0)
+    x = np.linspace(low - 1, high + 1, 2001, dtype=np.float32)
+    before = _run(model, tmp_path, x, "before")
+    assert uint8_hardsigmoid(model) == 1
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert "HardSigmoid" not in ops and ops.count("Clip") == 1 and ops.count("Mul") == 1
+    gate, out = _run(model, tmp_path, x, "after")
+    params = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    new_scale, new_zero = float(params["y_s"]), int(params["y_z"])
+    if low <= -3:
+        assert (new_scale, new_zero) == (pytest.approx(scale), zero)
+    else:  # widened to [-3, the old top of the grid]
+        assert new_scale == pytest.approx(((255 - zero) * scale + 3) / 255) and new_zero == round(3 / new_scale)
+    y = (np.clip(np.round(x / new_scale) + new_zero, 0, 255) - new_zero) * new_scale
+    exact = np.clip(y / 6 + 0.5, 0, 1)
+    # one zero point rounded: the gate is off by at most half a step of its grid (scale / 6 / 2)
+    assert np.abs(gate - exact).max() <= new_scale / 12 + 1e-6
+    assert np.abs(out - y * exact).max() <= np.abs(y).max() * new_scale / 12 + 1e-5
+    # against the graph before the rewrite (whose gate had its own 1/255 grid) where y was representable before
+    inside = (x >= low) & (x <= high)
+    # (both inputs on their own grids: half a step each, over 6; plus the rounded zero point and the old gate grid)
+    assert np.abs(gate - before[0])[inside].max() <= new_scale / 6 + scale / 12 + 1 / 510 + 1e-6
+
+
+def test_uint8_hardsigmoid_leaves_other_graphs_alone() -> None:
+    model = _hardswish_graph(0.1, 128, 1 / 255, 0)
+    model.graph.node[3].op_type = "Relu"  # the gate is not re-quantized: not the pattern
+    del model.graph.node[3].input[1:]
+    assert uint8_hardsigmoid(model) == 0
+    assert "HardSigmoid" in {n.op_type for n in model.graph.node}
+
+
+def _pool_graph(**attrs) -> onnx.ModelProto:
+    node = helper.make_node("AveragePool", ["x"], ["y"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6, 15, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    ("attrs", "rewritten"),
+    [
+        ({"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}, 1),
+        ({"kernel_shape": [2, 3], "strides": [2, 1]}, 1),  # no padding: the count never matters
+        ({"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 0),  # borders divide by fewer
+        ({"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, 0),
+    ],
+)
+def test_avgpool_as_conv_is_exact_or_leaves_the_pool(attrs: dict, rewritten: int, tmp_path) -> None:
+    model = _pool_graph(**attrs)
+    x = np.random.default_rng(0).standard_normal((2, 6, 15, 12)).astype(np.float32)
+    (want,) = _run(model, tmp_path, x, "pool")
+    new, count = avgpool_as_conv(model)
+    assert count == rewritten
+    assert ("Conv" in {n.op_type for n in new.graph.node}) == bool(rewritten)
+    (got,) = _run(new, tmp_path, x, "conv")
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
