@@ -20,7 +20,8 @@ from mobilezoo.deploy.int8_rewrites import avgpool_as_conv, uint8_hardsigmoid
 def test_int8_keeps_top1_within_one_point(name: str, tmp_path) -> None:
     from mobilezoo.train import TrainConfig, train
 
-    model = train(TrainConfig(model=name, epochs=3, img_size=32, device="cpu")).model
+    run = train(TrainConfig(model=name, epochs=3, img_size=32, device="cpu"))
+    model = run.model
     calibration = labelled(image_batches("builtin", in_chans=1, resolution=32, num_images=256, batch_size=64))
     q = quantize(model, calibration, out_path=tmp_path / "m.int8.onnx", resolution=32)
     assert q.calibration_images == 256
@@ -29,12 +30,14 @@ def test_int8_keeps_top1_within_one_point(name: str, tmp_path) -> None:
     acc = compare_accuracy(q.fp32_path, q.path, val)
     assert acc.images == 1000
     assert acc.top1_reference > 80.0, "the fp32 model did not learn: the int8 comparison would say little"
+    # the images are prepared as training evaluated them: the same top-1 on the same 1,000 images
+    assert acc.top1_reference == pytest.approx(run.last["val_top1"], abs=0.05)
     assert abs(acc.delta) <= 1.0, acc.to_dict()
     assert acc.agreement >= 95.0, acc.to_dict()
     # the fp32 ONNX file is the PyTorch model
     assert compare_accuracy(model, q.fp32_path, val).agreement == 100.0
-    if name == "mobilenet_v3_small":  # every hard-swish and SE gate computed on uint8: nothing left in float
-        assert q.rewrites["uint8-hardsigmoid"] == 28 and q.nodes_kept_float == ()
+    if name == "mobilenet_v3_small":  # every hard-swish and SE gate computed on uint8: only the classifier in float
+        assert q.rewrites["uint8-hardsigmoid"] == 28 and [k.split(":")[0] for k in q.nodes_kept_float] == ["Gemm"]
 
 
 # ------------------------------------------------------------------------------------------------- quantize options
@@ -44,9 +47,10 @@ def test_quantize_defaults_options_and_bad_input(tmp_path) -> None:
     model = create_model("mobilenet_v3_small", num_classes=10).eval()
     cal = random_batches(3, (32, 32), num_images=8, batch_size=4)
     q = quantize(model, cal, out_path=tmp_path / "d.onnx", resolution=32)
-    assert (
-        q.excluded == () and q.nodes_kept_float == () and q.rewrites == {"avgpool-as-conv": 0, "uint8-hardsigmoid": 28}
-    )
+    assert q.rewrites == {"avgpool-as-conv": 0, "uint8-hardsigmoid": 28}
+    assert len(q.excluded) == 1 and [k.split(":")[0] for k in q.nodes_kept_float] == ["Gemm"]  # the classifier
+    everything = quantize(q.fp32_path, cal, out_path=tmp_path / "all.onnx", exclude=None)
+    assert everything.excluded == () and everything.nodes_kept_float == ()
     raw = quantize(q.fp32_path, cal, out_path=tmp_path / "raw.onnx", rewrites=())
     assert raw.rewrites == {} and sum(k.startswith("HardSigmoid:") for k in raw.nodes_kept_float) == 28
     q = quantize(model, cal, out_path=tmp_path / "a.onnx", resolution=32, exclude=["first-conv", "last-gemm", "Mul"])
@@ -72,11 +76,11 @@ def test_quantize_defaults_options_and_bad_input(tmp_path) -> None:
         quantize(model, cal, out_path=tmp_path / "nodir" / "c.onnx", resolution=32)
 
 
-def test_shufflenet_v1_int8_has_no_average_pool_and_nothing_in_float_but_the_mean(tmp_path) -> None:
+def test_shufflenet_v1_int8_has_no_average_pool_and_only_the_head_in_float(tmp_path) -> None:
     cal = random_batches(3, (64, 64), num_images=8, batch_size=4)
     q = quantize(create_model("shufflenet_v1_g3_x1_0"), cal, out_path=tmp_path / "s.onnx", resolution=64)
     assert q.rewrites["avgpool-as-conv"] == 3  # the three stride-2 shortcuts
-    assert [k.split(":")[0] for k in q.nodes_kept_float] == ["ReduceMean"]  # the global pool before the FC
+    assert [k.split(":")[0] for k in q.nodes_kept_float] == ["ReduceMean", "MatMul"]  # global pool and classifier
     assert "AveragePool" not in {n.op_type for n in onnx.load(str(q.path)).graph.node}
 
 

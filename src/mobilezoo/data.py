@@ -33,6 +33,7 @@ BUILTIN = "builtin"
 BUILTIN_FILE = "digits5k.npz"
 # MNIST pixel statistics (ink on black, scaled to [0, 1]); ImageNet's for RGB folders (torchvision's weights use them)
 BUILTIN_MEAN, BUILTIN_STD = (0.1307,), (0.3081,)
+BUILTIN_EVAL_CROP_PCT = 1.0  # the digits fill their frame: evaluating on a center crop would cut strokes off
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 AUTO_AUGMENT = ("none", "autoaugment", "trivialaugment", "randaugment")
 SPLITS = ("train", "val")

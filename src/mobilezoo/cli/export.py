@@ -6,6 +6,7 @@ import argparse
 
 from mobilezoo.cli._output import console, print_json, print_table
 from mobilezoo.deploy.export import FORMATS, export_model
+from mobilezoo.deploy.quantize import DEFAULT_EXCLUDE
 
 
 def _resolution(text: str) -> int | tuple[int, int]:
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=int, default=256)
     p.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor instead of per channel")
     p.add_argument("--exclude", nargs="*", default=None,
-                   help="nodes kept in float: op types, node names, first-conv, last-gemm (default: none)")  # fmt: skip
+                   help="nodes kept in float: op types, node names, first-conv, last-gemm (default: last-gemm; none given: quantize all)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_export)
 
@@ -52,7 +53,7 @@ def run_export(args: argparse.Namespace) -> int:
         calibration=args.calib,
         calibration_images=args.calib_images,
         per_channel=not args.per_tensor,
-        exclude=args.exclude,
+        exclude=DEFAULT_EXCLUDE if args.exclude is None else args.exclude,
     )
     d = result.to_dict()
     if args.json:

@@ -22,11 +22,14 @@ def image_batches(
     num_images: int | None = 256,
     batch_size: int = 32,
     seed: int = 0,
+    eval_crop_pct: float | None = None,
 ) -> DataLoader:
     """A DataLoader of ``(images, labels, skipped)`` batches: ``num_images`` class-balanced images of ``split``.
 
     ``source`` is ``"builtin"`` (the packaged digits; ``in_chans=1``) or a folder: an ImageFolder root with
-    ``train/`` and ``val/`` sub-folders, or one ``<class>/<images>`` tree used for either split.
+    ``train/`` and ``val/`` sub-folders, or one ``<class>/<images>`` tree used for either split. Images are resized
+    and center-cropped as training evaluates them: ``eval_crop_pct`` None is the whole frame for the digits and the
+    usual 87.5% crop otherwise.
     """
     from mobilezoo import data
 
@@ -35,7 +38,10 @@ def image_batches(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     builtin = str(source) == data.BUILTIN
-    transform = data.build_transforms(False, resolution, data.default_normalization(in_chans, builtin))
+    if eval_crop_pct is None and builtin:
+        eval_crop_pct = data.BUILTIN_EVAL_CROP_PCT
+    crop = {} if eval_crop_pct is None else {"eval_crop_pct": eval_crop_pct}
+    transform = data.build_transforms(False, resolution, data.default_normalization(in_chans, builtin), **crop)
     if builtin or (Path(source) / split).is_dir():
         dataset = data.load_split(source, split, transform, in_chans=in_chans)
     else:

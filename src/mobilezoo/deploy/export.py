@@ -10,7 +10,7 @@ from typing import Any
 from mobilezoo.deploy._common import as_hw
 from mobilezoo.deploy.calibration import image_batches, random_batches
 from mobilezoo.deploy.onnx_export import export_onnx
-from mobilezoo.deploy.quantize import compare_accuracy, quantize
+from mobilezoo.deploy.quantize import DEFAULT_EXCLUDE, compare_accuracy, quantize
 from mobilezoo.deploy.torch_export import export_torch
 
 FORMATS = ("onnx", "onnx-int8", "torchscript", "exported-program")
@@ -53,7 +53,7 @@ def export_model(
     calibration_images: int = 256,
     validation_images: int = 1000,
     per_channel: bool = True,
-    exclude: str | list[str] | None = None,
+    exclude: str | list[str] | None = DEFAULT_EXCLUDE,
 ) -> ExportResult:
     """Build registered model ``name`` (with ``weights``) and write it as ``format`` to ``out``.
 

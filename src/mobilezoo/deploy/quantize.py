@@ -1,15 +1,19 @@
 """int8 post-training quantization with ONNX Runtime's tools, and fp32-vs-int8 accuracy comparison.
 
-The defaults are what measurement on this code base found (figures in ``benchmarks/results/README.md``):
+The defaults are what measurement on this code base found (``benchmarks/results/int8_vs_fp32.md``; ONNX Runtime's
+profiler on an AVX2 CPU without VNNI, 2 threads):
 
-- ``reduce_range=True`` (7-bit weights). On x86 CPUs without VNNI (AVX2 only, like the one these figures come from)
-  ONNX Runtime's uint8 x int8 kernels add pairs of products in int16 (``vpmaddubsw``), which saturates with 8-bit
-  weights; 7-bit weights cannot saturate. It raised top-1 agreement with fp32 from 86.7% to 95.2% (MobileNetV3-Small)
-  and from 93.0% to 97.7% (MobileNetV2) on the built-in digits.
-- ``exclude="auto"`` keeps the first conv and the classifier Gemm in float (agreement 96.3% / 97.8% with both).
-- ONNX Runtime has no int8 HardSigmoid: ``quant_pre_process`` rewrites HardSwish as ``x * HardSigmoid(x)``, and each
-  HardSigmoid then runs in float between a DequantizeLinear and a QuantizeLinear; that, not accuracy, is what limits
-  MobileNetV3's int8 speed-up.
+- ``reduce_range=True`` (7-bit weights). Without VNNI, ONNX Runtime's uint8 x int8 kernels add pairs of products in
+  int16 (``vpmaddubsw``), which saturates with 8-bit weights; 7-bit weights cannot. On the digits, 8-bit weights
+  cost MobileNetV3-Small 1.5 points and ShuffleNet V2 4.1 (agreement with fp32 95.5% and 86.5%), 7-bit ones 0.2.
+- ``exclude=("last-gemm",)``: everything but the classifier is quantized. An int8 classifier cost ShuffleNet V1 7.6
+  points on the digits (agreement with fp32 76%; 89% with it in float) and the others nothing, for no measurable
+  speed. Keeping the first conv in float as well (the usual advice) bought no accuracy and made ONNX Runtime run the
+  ShuffleNets' following MaxPool on uint8 in NCHW layout: 43 ms of ShuffleNet V2's 208 ms at batch 32.
+- ``rewrites``: :mod:`mobilezoo.deploy.int8_rewrites` computes MobileNetV3's hard-sigmoids on uint8 (ONNX Runtime
+  has no integer HardSigmoid and ran each one in float between a DequantizeLinear and a QuantizeLinear) and turns
+  ShuffleNet V1's shortcut average pools into depthwise convs (``QLinearAveragePool`` was slower than all its
+  depthwise convs together).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from mobilezoo.deploy.onnx_export import MIN_OPSET, export_onnx, load_onnx, onnx
 METHODS = ("static", "dynamic")
 FORMATS = ("qdq", "qoperator")
 CALIBRATIONS = ("minmax", "percentile", "entropy")
+DEFAULT_EXCLUDE: tuple[str, ...] = ("last-gemm",)
 _SHAPE_OPS = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Constant", "Identity",
               "Transpose", "Split", "Slice", "Cast"}  # fmt: skip
 
@@ -191,7 +196,7 @@ def quantize(
     method: str = "static",
     per_channel: bool = True,
     resolution: int | tuple[int, int] = 224,
-    exclude: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = DEFAULT_EXCLUDE,
     quant_format: str = "qdq",
     reduce_range: bool = True,
     calibrate_method: str = "minmax",
@@ -203,8 +208,8 @@ def quantize(
     ``model_or_onnx`` is a module (exported first with :func:`export_onnx` at ``resolution``, next to ``out_path``
     as ``<stem>.fp32.onnx``), a registered model name, or the path of an fp32 ``.onnx`` file. ``calibration_data``
     yields (N, C, H, W) tensors or arrays, or (images, labels) pairs (a DataLoader); static quantization needs it.
-    ``exclude`` keeps nodes in float: None (the default: quantize everything ONNX Runtime can), or node names, op
-    types (``"HardSigmoid"``, ``"Mul"``) and positions (``"first-conv"``, ``"last-gemm"``). ``rewrites`` names the
+    ``exclude`` keeps nodes in float: node names, op types (``"HardSigmoid"``, ``"Mul"``) and positions
+    (``"first-conv"``, ``"last-gemm"``: the default), or None to quantize everything ONNX Runtime can. ``rewrites`` names the
     exact graph rewrites of :mod:`mobilezoo.deploy.int8_rewrites` to apply (all by default; ``()`` for ONNX
     Runtime's graph as is). Activations are uint8 (asymmetric), weights int8 (symmetric, 7-bit with
     ``reduce_range``), per output channel by default.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mobilezoo.data import BUILTIN
+from mobilezoo.data import BUILTIN, BUILTIN_EVAL_CROP_PCT
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
         "in_chans": 1,
         "crop_scale": (0.6, 1.0),
         "hflip": 0.0,
-        "eval_crop_pct": 1.0,
+        "eval_crop_pct": BUILTIN_EVAL_CROP_PCT,
         "warmup_epochs": 1.0,
     },
 }
