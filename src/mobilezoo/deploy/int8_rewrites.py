@@ -18,17 +18,17 @@ ShuffleNet V1 0.94 -> 1.02 / 0.73 -> 0.79.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 _UINT8_MAX = 255
-BEFORE_QUANTIZATION = ("avgpool-as-conv",)
-AFTER_QUANTIZATION = ("uint8-hardsigmoid",)
-REWRITES = BEFORE_QUANTIZATION + AFTER_QUANTIZATION
+REWRITES = ("avgpool-as-conv", "uint8-hardsigmoid")  # applied before and after quantization respectively
 
 
-def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 

@@ -2,8 +2,9 @@
 
 The exporter is torch's TorchScript-based one (``dynamo=False``): on this code base it exports a model in about half a
 second where the dynamo exporter takes 10-40 s, it writes native ``HardSwish``/``HardSigmoid`` nodes (opset >= 14),
-and with ``dynamic_axes`` the batch stays symbolic (channel shuffle reshapes with ``-1``, ``Split`` has fixed channel
-sizes only). The dynamo exporter is available with ``dynamo=True`` (opset >= 18, its lowest implemented opset).
+and with ``dynamic_axes`` the batch stays symbolic (a traced channel shuffle is one ``Gather`` of a constant
+permutation, ShuffleNet V2's split two constant slices: no shape arithmetic). The dynamo exporter is available with
+``dynamo=True`` (opset >= 18, its lowest implemented opset).
 """
 
 from __future__ import annotations
