@@ -118,14 +118,15 @@ def accuracy(name: str, epochs: int, tmp: Path) -> dict:
     return out
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict, json_name: str) -> str:
     env = report["environment"]
+    threads = f"{report['threads']} thread" + ("s" if report["threads"] > 1 else "")
     lines = [
         "# int8 vs fp32 on ONNX Runtime",
         "",
-        f"Written by `benchmarks/int8_vs_fp32.py` ({report['date']}); raw figures in `int8_vs_fp32.json`.",
+        f"Written by `benchmarks/int8_vs_fp32.py` ({report['date']}); raw figures in `{json_name}`.",
         f"Machine: {env.get('cpu')}, {env.get('logical_cpus')} logical cpus, VNNI: {report['vnni']}; "
-        f"onnxruntime {env.get('onnxruntime')}, {report['threads']} threads, 224x224, "
+        f"onnxruntime {env.get('onnxruntime')}, {threads}, 224x224, "
         f"{report['rounds']} rounds side by side; load average {report['loadavg_start']} -> {report['loadavg_end']}.",
         "",
         "Speed-up = median over calls of fp32 time / int8 time (above 1: int8 faster). `int8` is `quantize()`'s",
@@ -196,7 +197,7 @@ def main() -> int:
             report["models"][name] = entry
             report["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
             out.write_text(json.dumps(report, indent=2))
-            out.with_suffix(".md").write_text(markdown(report))
+            out.with_suffix(".md").write_text(markdown(report, out.name))
     print("wrote", out, "and", out.with_suffix(".md"))
     return 0
 
