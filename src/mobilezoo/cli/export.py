@@ -67,7 +67,8 @@ def run_export(args: argparse.Namespace) -> int:
             rows.append((key, d[key]))
     if "fp32_size_bytes" in d:
         rows.append(("fp32 size (MB)", d["fp32_size_bytes"] / 1e6))
-        rows.append(("nodes kept in float", len(d["nodes_kept_float"])))
+        rows.append(("nodes kept in float", ", ".join(d["nodes_kept_float"]) or "none"))
+        rows.append(("graph rewrites", ", ".join(f"{k} x{n}" for k, n in d["rewrites"].items() if n) or "none"))
     if "accuracy" in d:
         acc = d["accuracy"]
         rows += [("top-1 fp32 / int8 (%)", f"{acc['top1_reference']:.2f} / {acc['top1_candidate']:.2f}"),
