@@ -23,6 +23,7 @@ from mobilezoo.deploy import (
     onnx_parity,
     onnx_session,
     quantize,
+    unshuffle,
 )
 
 ALL = list_models()
@@ -92,12 +93,33 @@ def test_onnx_native_hard_activations_and_shuffle(tmp_path) -> None:
     assert {"HardSwish", "HardSigmoid"} <= ops
     assert model.opset_import[0].version == 17
     v2 = _build("shufflenet_v2_x0_5")
-    r = export_onnx(v2, tmp_path / "v2.onnx", resolution=(192, 160), check_batch=3)
+    r = export_onnx(v2, tmp_path / "v2.onnx", resolution=(192, 160), check_batch=3, fold_shuffles=False)
     ops = [n.op_type for n in load_onnx(r.path).graph.node]
     # each shuffle is one Gather of a constant permutation, each split two constant Slices: no shape arithmetic
-    assert ops.count("Gather") == 16 and ops.count("Slice") == 26
+    assert ops.count("Gather") == 16 and ops.count("Slice") == 26 and not r.folded_shuffles
     assert not {"Shape", "Reshape", "Transpose", "Div"} & set(ops)
     assert onnx_parity(r.path, v2, torch.randn(5, 3, 192, 160)) < 1e-4
+    # by default the shuffles are folded into the weights: no Gather, no Split, the same outputs
+    r = export_onnx(v2, tmp_path / "v2f.onnx", resolution=(192, 160), check_batch=3)
+    ops = {n.op_type for n in load_onnx(r.path).graph.node}
+    assert r.folded_shuffles and not {"Gather", "Split", "Shape", "Reshape", "Transpose"} & ops
+    assert onnx_parity(r.path, v2, torch.randn(5, 3, 192, 160)) < 1e-4
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n.startswith("shufflenet_v2")])
+@pytest.mark.parametrize("compat", [False, True], ids=["official", "torchvision"])
+def test_unshuffle_computes_the_same_function(name: str, compat: bool) -> None:
+    model = _randomize_bn(create_model(name, torchvision_compat=compat, num_classes=7))
+    folded = unshuffle(model)
+    x = torch.randn(3, 3, 96, 64)
+    with torch.inference_mode():
+        want, got = model(x), folded(x)
+    assert float((got - want).abs().max()) <= 1e-5 * max(1.0, float(want.abs().max()))
+    assert model.stage2[0].branch2[0].weight.data_ptr() != folded.stages[0].branch2[0].weight.data_ptr()  # a copy
+    # each stride-1 unit reads its input as a few contiguous slices of stored branch outputs
+    assert all(1 <= len(takes) <= 8 for stage in folded.stages for takes in stage.takes)
+    with pytest.raises(TypeError, match="ShuffleNetV2"):
+        unshuffle(create_model("shufflenet_v1_g3_x1_0"))
 
 
 def test_onnx_session_threads_do_not_spin_unless_asked(tmp_path) -> None:

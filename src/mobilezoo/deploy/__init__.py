@@ -1,6 +1,7 @@
 """Deployment: BatchNorm folding, checked ONNX export, int8 quantization, TorchScript / torch.export, backend choice.
 
-- :func:`fuse` folds BatchNorm into the conv/linear before it.
+- :func:`fuse` folds BatchNorm into the conv/linear before it; :func:`unshuffle` folds ShuffleNet V2's channel
+  shuffles and splits into its weights (what :func:`export_onnx` exports for a ShuffleNet V2).
 - :func:`export_onnx` exports to ONNX (opset >= 17, dynamic batch, native HardSwish/HardSigmoid) and checks the file
   with ONNX Runtime against PyTorch; :func:`onnx_session` opens it for inference.
 - :func:`quantize` makes an int8 ONNX model with ONNX Runtime's post-training quantization;
@@ -14,6 +15,7 @@ from mobilezoo.deploy.fuse import count_batchnorms, fuse
 from mobilezoo.deploy.onnx_export import OnnxExport, ParityError, export_onnx, load_onnx, onnx_parity, onnx_session
 from mobilezoo.deploy.quantize import AccuracyComparison, QuantizedModel, compare_accuracy, float_nodes, quantize
 from mobilezoo.deploy.torch_export import TorchExport, export_torch
+from mobilezoo.deploy.unshuffle import unshuffle
 
 __all__ = [
     "AccuracyComparison",
@@ -33,4 +35,5 @@ __all__ = [
     "onnx_parity",
     "onnx_session",
     "quantize",
+    "unshuffle",
 ]

@@ -51,6 +51,7 @@ class OnnxExport:
     check_batch: int | None
     exporter: str
     export_seconds: float
+    folded_shuffles: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class OnnxExport:
             "check_batch": self.check_batch,
             "exporter": self.exporter,
             "export_seconds": round(self.export_seconds, 3),
+            "folded_shuffles": self.folded_shuffles,
         }
 
 
@@ -232,6 +234,7 @@ def export_onnx(
     rtol: float = 1e-5,
     check_batch: int = 2,
     dynamo: bool | None = None,
+    fold_shuffles: bool = True,
 ) -> OnnxExport:
     """Export ``model`` (eval mode, batch 1) to ONNX and check it with ONNX Runtime against PyTorch on a random input.
 
@@ -242,7 +245,12 @@ def export_onnx(
     ``dynamo``: None uses the TorchScript-based exporter and falls back to the dynamo exporter (at opset >= 18) for
     an op the former cannot export; True or False forces one exporter. Adaptive average pools whose output size does
     not divide their input size (VGG-16's 7x7 pool below 224 px) are exported as two constant matrix products.
+    ``fold_shuffles``: a ShuffleNet V2 is exported as :func:`~mobilezoo.deploy.unshuffle.unshuffle` makes it, its
+    channel shuffles and splits folded into the weights (the same function, checked against the model itself).
     """
+    from mobilezoo.deploy.unshuffle import unshuffle
+    from mobilezoo.models.shufflenet_v2 import ShuffleNetV2
+
     model = as_model(model)
     check_opset(opset, bool(dynamo))
     if not isinstance(check_batch, int) or check_batch < 1:
@@ -256,17 +264,19 @@ def export_onnx(
         with torch.no_grad():
             n_out = len(_outputs(model(x)))
         outputs = ["logits"] if n_out == 1 else [f"feature_{i}" for i in range(n_out)]
+        folded = fold_shuffles and isinstance(model, ShuffleNetV2)
+        exported = unshuffle(model) if folded else model
         axes = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]} if dynamic_batch else None
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings from the input checks, the exporter's deprecation notice
             if dynamo:
-                _export_dynamo(model, path, example_input(model, hw, batch=2), opset, outputs, dynamic_batch)
+                _export_dynamo(exported, path, example_input(model, hw, batch=2), opset, outputs, dynamic_batch)
             else:
                 try:
-                    with _exportable_pools(model, x):
+                    with _exportable_pools(exported, x):
                         torch.onnx.export(
-                            model,
+                            exported,
                             (x,),
                             str(path),
                             dynamo=False,
@@ -280,7 +290,7 @@ def export_onnx(
                     if dynamo is False:
                         raise
                     dynamo, opset = True, max(opset, MIN_OPSET_DYNAMO)
-                    _export_dynamo(model, path, example_input(model, hw, batch=2), opset, outputs, dynamic_batch)
+                    _export_dynamo(exported, path, example_input(model, hw, batch=2), opset, outputs, dynamic_batch)
         seconds = time.perf_counter() - start
         diff, batch = None, None
         if check:
@@ -308,4 +318,5 @@ def export_onnx(
         check_batch=batch,
         exporter="dynamo" if dynamo else "torchscript",
         export_seconds=seconds,
+        folded_shuffles=folded,
     )
