@@ -12,8 +12,8 @@ Found with ONNX Runtime's profiler (2 threads, this repository's CPU: AVX2 witho
   5.3 ms at batch 1. The gate is computed on the uint8 tensor itself with one ``Clip``.
 
 Measured effect (``benchmarks/results/int8_vs_fp32.md``, int8/fp32 speed-up at batch 1 / 32, without -> with the
-rewrites): MobileNetV3-Large 1.02 -> 1.19 / 0.94 -> 1.13, MobileNetV3-Small 0.86 -> 0.98 / 0.73 -> 0.93,
-ShuffleNet V1 0.94 -> 1.02 / 0.73 -> 0.79.
+rewrites, 2 threads): MobileNetV3-Large 0.94 -> 1.07 / 0.94 -> 1.16, MobileNetV3-Small 0.84 -> 0.99 / 0.74 -> 0.91,
+ShuffleNet V1 0.80 -> 0.90 / 0.77 -> 0.83.
 """
 
 from __future__ import annotations
