@@ -85,13 +85,8 @@ def _plan_stage(units: list[nn.Module], in_order: list[int]) -> tuple[_Stage, li
     """Permute one stage's weights in place; ``in_order[p]`` is the logical channel stored at physical channel p."""
     first, rest = units[0], list(units[1:])
     # the stride-2 unit reads the whole input: its dw conv (with BN) and the right branch's first conv follow it
-    dw, dw_bn, pw1 = first.branch1[0], first.branch1[1], first.branch1[2]
-    idx = torch.tensor(in_order)
-    with torch.no_grad():
-        dw.weight.copy_(dw.weight[idx])
-        for t in (dw_bn.weight, dw_bn.bias, dw_bn.running_mean, dw_bn.running_var):
-            t.copy_(t[idx])
-    _permute_in(pw1, in_order)
+    _permute_out(first.branch1[0], first.branch1[1], in_order)  # a depthwise conv: its channels move as a whole
+    _permute_in(first.branch1[2], in_order)
     _permute_in(first.branch2[0], in_order)
 
     # simulate the stage on channel labels: which piece each logical channel lives in, and when it is consumed
@@ -117,7 +112,6 @@ def _plan_stage(units: list[nn.Module], in_order: list[int]) -> tuple[_Stage, li
         order = sorted(range(size), key=lambda i, p=piece: consumed[(p, i)])
         _permute_out(*producers[piece], order)
         stored.append(order)
-    physical = {(p, i): r for p, order in enumerate(stored) for r, i in enumerate(order)}
 
     def takes_for(step: int) -> tuple[list[Take], list[int]]:
         """The slices that step ``step`` reads and, per read channel, its logical position."""
@@ -136,7 +130,6 @@ def _plan_stage(units: list[nn.Module], in_order: list[int]) -> tuple[_Stage, li
         _permute_in(unit.branch2[0], positions)
         all_takes.append(takes)
     out_takes, out_order = takes_for(end)
-    assert len(physical) == sum(sizes)
     return _Stage(first, [u.branch2 for u in rest], all_takes, out_takes), out_order
 
 
