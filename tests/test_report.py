@@ -15,8 +15,8 @@ import pytest
 
 from mobilezoo.complexity import profile
 from mobilezoo.complexity.tables import textbook_tables
+from mobilezoo.formatting import fmt
 from mobilezoo.report import ReportConfig, build_report, pareto_frontier, resolution_sweep, width_sweep
-from mobilezoo.report.sections import fmt
 
 MODELS = ("mobilenet_v1_x0_25", "shufflenet_v2_x0_5")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

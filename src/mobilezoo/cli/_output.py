@@ -10,18 +10,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mobilezoo.formatting import fmt
+
 # writes to whatever sys.stdout is at print time; piped output gets a wide console so tables are not truncated
 console = Console(width=None if sys.stdout.isatty() else 200)
-
-
-def fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def print_table(rows: Sequence[Sequence[Any]], columns: Sequence[str], title: str | None = None) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from mobilezoo.cli._output import console, fmt, print_json, print_table
+from mobilezoo.cli._output import console, print_json, print_table
 from mobilezoo.complexity import profile
 from mobilezoo.complexity.tables import Figure, TableResult, table_ids, textbook_tables
+from mobilezoo.formatting import fmt
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mobilezoo.formatting import fmt
 from mobilezoo.report.plots import ALPHA, RHO, pareto_frontier, subtitle
 
 if TYPE_CHECKING:
@@ -40,17 +41,6 @@ class Section:
     id: str
     title: str
     blocks: list[Block]
-
-
-def fmt(value: Any, digits: int = 2) -> str:
-    """The same formatting as the CLI tables (``mobilezoo.cli._output.fmt``)."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def _pct(value: float | None) -> str:
