@@ -130,6 +130,18 @@ def test_onnx_session_threads_do_not_spin_unless_asked(tmp_path) -> None:
         onnx_session(path, threads=2, spin=True).get_session_options().get_session_config_entry(key)
 
 
+def test_export_records_the_architecture(tmp_path) -> None:
+    from mobilezoo.deploy.onnx_export import architecture
+
+    r = export_onnx(create_model("mobilenet_v3_small"), tmp_path / "m.onnx", resolution=32)
+    assert architecture(r.path) == "MobileNetV3"
+    r = export_onnx(_build("shufflenet_v2_x0_5"), tmp_path / "s.onnx", resolution=32)
+    assert r.folded_shuffles and architecture(r.path) == "ShuffleNetV2"  # the model's class, not the folded copy
+    proto = onnx.load(str(r.path))
+    del proto.metadata_props[:]
+    assert architecture(proto) is None
+
+
 def test_onnx_bad_input(tmp_path) -> None:
     model = create_model("mobilenet_v3_small")
     with pytest.raises(ValueError, match="opset 13"):

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from mobilezoo import create_model
-from mobilezoo.deploy import compare_accuracy, onnx_session, quantize
+from mobilezoo.deploy import compare_accuracy, export_onnx, onnx_session, quantize
 from mobilezoo.deploy.calibration import image_batches, labelled, random_batches
 from mobilezoo.deploy.int8_rewrites import avgpool_as_conv, uint8_hardsigmoid
 
@@ -36,22 +36,32 @@ def test_int8_keeps_top1_within_one_point(name: str, tmp_path) -> None:
     assert acc.agreement >= 95.0, acc.to_dict()
     # the fp32 ONNX file is the PyTorch model
     assert compare_accuracy(model, q.fp32_path, val).agreement == 100.0
-    if name == "mobilenet_v3_small":  # every hard-swish and SE gate computed on uint8: only the classifier in float
-        assert q.rewrites["uint8-hardsigmoid"] == 28 and [k.split(":")[0] for k in q.nodes_kept_float] == ["Gemm"]
+    if name == "mobilenet_v3_small":  # beyond the float stem, every hard-swish and SE gate computed on uint8
+        assert q.rewrites["uint8-hardsigmoid"] == 26
+        assert all(k.startswith("Gemm:") or k.split(":", 1)[1].startswith(STEM) for k in q.nodes_kept_float)
 
 
 # ------------------------------------------------------------------------------------------------- quantize options
+
+STEM = ("/features/features.0/", "/features/features.1/")  # MobileNetV3's float stem, as ONNX node-name prefixes
 
 
 def test_quantize_defaults_options_and_bad_input(tmp_path) -> None:
     model = create_model("mobilenet_v3_small", num_classes=10).eval()
     cal = random_batches(3, (32, 32), num_images=8, batch_size=4)
     q = quantize(model, cal, out_path=tmp_path / "d.onnx", resolution=32)
-    assert q.rewrites == {"avgpool-as-conv": 0, "uint8-hardsigmoid": 28}
-    assert len(q.excluded) == 1 and [k.split(":")[0] for k in q.nodes_kept_float] == ["Gemm"]  # the classifier
+    # MobileNetV3's stem and first block stay in float (the hard-swish's unnamed nodes are named after it)
+    assert q.rewrites == {"avgpool-as-conv": 0, "uint8-hardsigmoid": 26}
+    assert {f"{STEM[0]}features.0.2/HardSwish/{op}" for op in ("HardSigmoid", "Mul")} <= set(q.excluded)
+    assert all(n.startswith(STEM) for n in q.excluded[:-1]) and "Gemm" in q.excluded[-1]
+    assert q.nodes_kept_float[0].startswith("Conv:") and q.nodes_kept_float[-1].startswith("Gemm:")
+    stem = [k for k in q.nodes_kept_float if k.split(":", 1)[1].startswith(STEM)]
+    assert len(stem) == len(q.nodes_kept_float) - 1 >= 9
+    head = quantize(q.fp32_path, cal, out_path=tmp_path / "h.onnx", exclude=["last-gemm"])
+    assert head.rewrites["uint8-hardsigmoid"] == 28 and [k.split(":")[0] for k in head.nodes_kept_float] == ["Gemm"]
     everything = quantize(q.fp32_path, cal, out_path=tmp_path / "all.onnx", exclude=None)
     assert everything.excluded == () and everything.nodes_kept_float == ()
-    raw = quantize(q.fp32_path, cal, out_path=tmp_path / "raw.onnx", rewrites=())
+    raw = quantize(q.fp32_path, cal, out_path=tmp_path / "raw.onnx", rewrites=(), exclude=["last-gemm"])
     assert raw.rewrites == {} and sum(k.startswith("HardSigmoid:") for k in raw.nodes_kept_float) == 28
     q = quantize(model, cal, out_path=tmp_path / "a.onnx", resolution=32, exclude=["first-conv", "last-gemm", "Mul"])
     kinds = [k.split(":")[0] for k in q.excluded]
@@ -74,6 +84,26 @@ def test_quantize_defaults_options_and_bad_input(tmp_path) -> None:
         quantize(q.fp32_path, [np.zeros((3, 32, 32), np.float32)], out_path=tmp_path / "c.onnx")
     with pytest.raises(FileNotFoundError):
         quantize(model, cal, out_path=tmp_path / "nodir" / "c.onnx", resolution=32)
+
+
+def test_float_stem_warns_when_the_graph_does_not_name_its_modules(tmp_path) -> None:
+    model = create_model("mobilenet_v3_small", num_classes=10).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", resolution=32).path
+    proto = onnx.load(str(path))
+    keep = {i.name for i in proto.graph.initializer} | {v.name for v in [*proto.graph.input, *proto.graph.output]}
+    rename: dict[str, str] = {}
+    for i, node in enumerate(proto.graph.node):  # nodes and tensors named without module paths, as by dynamo
+        node.name = f"node_{i}"
+        for k, out in enumerate(node.output):
+            if out not in keep:
+                rename[out] = node.output[k] = f"t{len(rename)}"
+        for k, inp in enumerate(node.input):
+            node.input[k] = rename.get(inp, inp)
+    onnx.save(proto, str(tmp_path / "renamed.onnx"))
+    cal = random_batches(3, (32, 32), num_images=4, batch_size=4)
+    with pytest.warns(UserWarning, match="float-stem"):
+        q = quantize(tmp_path / "renamed.onnx", cal, out_path=tmp_path / "q.onnx")
+    assert q.rewrites["uint8-hardsigmoid"] == 28  # nothing kept in float but the classifier
 
 
 def test_shufflenet_v1_int8_has_no_average_pool_and_only_the_head_in_float(tmp_path) -> None:

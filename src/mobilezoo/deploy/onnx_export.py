@@ -30,6 +30,7 @@ MIN_OPSET = 17  # the issue's floor; HardSwish needs 14, LayerNorm-free nets nee
 MAX_OPSET_LEGACY = 20  # torch.onnx's TorchScript exporter stops at 20
 MIN_OPSET_DYNAMO = 18
 INPUT_NAME = "input"
+ARCHITECTURE_KEY = "mobilezoo.architecture"  # metadata entry: the exported module's class name
 
 
 class ParityError(ValueError):
@@ -222,6 +223,22 @@ def _export_dynamo(
     )
 
 
+def _record_architecture(path: Path, architecture: str) -> None:
+    """Store the model's class name in the file's metadata: :func:`~mobilezoo.deploy.quantize` reads it."""
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key != ARCHITECTURE_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=ARCHITECTURE_KEY, value=architecture)
+    onnx.save(proto, str(path))
+
+
+def architecture(path_or_model: str | PathLike | onnx.ModelProto) -> str | None:
+    """The class name :func:`export_onnx` recorded in an ONNX file, or None for a file it did not write."""
+    proto = path_or_model if isinstance(path_or_model, onnx.ModelProto) else load_onnx(path_or_model)
+    return next((p.value for p in proto.metadata_props if p.key == ARCHITECTURE_KEY), None)
+
+
 def export_onnx(
     model: nn.Module | str,
     path: str | PathLike,
@@ -247,6 +264,7 @@ def export_onnx(
     not divide their input size (VGG-16's 7x7 pool below 224 px) are exported as two constant matrix products.
     ``fold_shuffles``: a ShuffleNet V2 is exported as :func:`~mobilezoo.deploy.unshuffle.unshuffle` makes it, its
     channel shuffles and splits folded into the weights (the same function, checked against the model itself).
+    The file records the model's class name in its metadata (``mobilezoo.architecture``).
     """
     from mobilezoo.deploy.unshuffle import unshuffle
     from mobilezoo.models.shufflenet_v2 import ShuffleNetV2
@@ -292,6 +310,7 @@ def export_onnx(
                     dynamo, opset = True, max(opset, MIN_OPSET_DYNAMO)
                     _export_dynamo(exported, path, example_input(model, hw, batch=2), opset, outputs, dynamic_batch)
         seconds = time.perf_counter() - start
+        _record_architecture(path, type(model).__name__)
         diff, batch = None, None
         if check:
             batch = check_batch if dynamic_batch else 1

@@ -6,10 +6,18 @@ profiler on an AVX2 CPU without VNNI, 2 threads):
 - ``reduce_range=True`` (7-bit weights). Without VNNI, ONNX Runtime's uint8 x int8 kernels add pairs of products in
   int16 (``vpmaddubsw``), which saturates with 8-bit weights; 7-bit weights cannot. On the digits, 8-bit weights
   cost MobileNetV3-Small 1.5 points and ShuffleNet V2 4.1 (agreement with fp32 95.5% and 86.5%), 7-bit ones 0.2.
-- ``exclude=("last-gemm",)``: everything but the classifier is quantized. An int8 classifier cost ShuffleNet V1 7.6
+- ``exclude=("float-stem", "last-gemm")``. The classifier stays in float: an int8 classifier cost ShuffleNet V1 7.6
   points on the digits (agreement with fp32 76%; 89% with it in float) and the others nothing, for no measurable
-  speed. Keeping the first conv in float as well (the usual advice) bought no accuracy and made ONNX Runtime run the
-  ShuffleNets' following MaxPool on uint8 in NCHW layout: 43 ms of ShuffleNet V2's 208 ms at batch 32.
+  speed. ``float-stem`` keeps the modules :data:`FLOAT_STEM` names for the model's architecture in float: MobileNetV3's
+  stem conv and first block. Its int8 stem, a 3-channel 3x3 conv, was slower than fp32 (batch 32, 1 thread: 14.4 ms
+  against 12.5 ms with the hard-swish fused in), quantizing the image and moving it to NHWC cost 4.8 ms more, and the
+  stem's hard-swish is the largest uint8 product of the net (16x112x112). After the first block the float-to-uint8
+  boundary is a 16x56x56 tensor, a quarter of the stem's output. int8/fp32 with 2 threads went from 1.00-1.04 to
+  1.11-1.18 at batch 1 and from 0.86-0.88 to 1.06-1.08 at batch 32 for MobileNetV3-Small, from 1.05 to 1.13 and 1.10
+  to 1.22 for MobileNetV3-Large. The same cut did not pay elsewhere: MobileNetV2 went from 1.40 to 1.27 at batch 1,
+  and a float stem and MaxPool took ShuffleNet V1 from 1.03 to 0.86. Keeping just the first conv in float (the usual
+  advice) bought no accuracy and made ONNX Runtime run the ShuffleNets' following MaxPool on uint8 in NCHW layout:
+  43 ms of ShuffleNet V2's 208 ms at batch 32.
 - ``rewrites``: :mod:`mobilezoo.deploy.int8_rewrites` computes MobileNetV3's hard-sigmoids on uint8 (ONNX Runtime
   has no integer HardSigmoid and ran each one in float between a DequantizeLinear and a QuantizeLinear) and turns
   ShuffleNet V1's shortcut average pools into depthwise convs (``QLinearAveragePool`` was slower than all its
@@ -19,6 +27,7 @@ profiler on an AVX2 CPU without VNNI, 2 threads):
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -32,12 +41,15 @@ from torch import nn
 
 from mobilezoo.deploy._common import as_model, output_path
 from mobilezoo.deploy.int8_rewrites import REWRITES, avgpool_as_conv, uint8_hardsigmoid
-from mobilezoo.deploy.onnx_export import MIN_OPSET, export_onnx, load_onnx, onnx_session
+from mobilezoo.deploy.onnx_export import MIN_OPSET, architecture, export_onnx, load_onnx, onnx_session
 
 METHODS = ("static", "dynamic")
 FORMATS = ("qdq", "qoperator")
 CALIBRATIONS = ("minmax", "percentile", "entropy")
-DEFAULT_EXCLUDE: tuple[str, ...] = ("last-gemm",)
+DEFAULT_EXCLUDE: tuple[str, ...] = ("float-stem", "last-gemm")
+POSITIONS = ("first-conv", "float-stem", "last-gemm")
+# the modules that "float-stem" keeps in float, by the class name export_onnx() records (measured: module docstring)
+FLOAT_STEM: dict[str, tuple[str, ...]] = {"MobileNetV3": ("features.0", "features.1")}
 _SHAPE_OPS = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Constant", "Identity",
               "Transpose", "Split", "Slice", "Cast"}  # fmt: skip
 
@@ -119,7 +131,47 @@ class _Reader:
         return item
 
 
-def _resolve_exclude(graph: onnx.GraphProto, exclude: str | Sequence[str] | None) -> list[str]:
+def _name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Name the nodes that pre-processing left unnamed, so that ``exclude`` and ``float_nodes`` can refer to them.
+
+    ONNX Runtime's pre-processing inlines function ops: each HardSwish becomes an unnamed HardSigmoid and Mul. A node
+    is named after the module output it computes (``.../HardSwish_output_0`` -> ``.../HardSwish/Mul``), else after
+    the node that consumes its output (the HardSigmoid -> ``.../HardSwish/HardSigmoid``).
+    """
+    nodes = list(model.graph.node)
+    taken = {n.name for n in nodes if n.name}
+    consumer: dict[str, onnx.NodeProto] = {}
+    for n in nodes:
+        for i in n.input:
+            consumer.setdefault(i, n)
+
+    def unique(name: str) -> str:
+        candidate, k = name, 1
+        while candidate in taken:
+            candidate, k = f"{name}_{k}", k + 1
+        taken.add(candidate)
+        return candidate
+
+    for n in reversed(nodes):  # consumers first: a HardSigmoid is named after its (already named) Mul
+        if n.name:
+            continue
+        out = n.output[0]
+        if out.endswith("_output_0"):
+            n.name = unique(f"{out.removesuffix('_output_0')}/{n.op_type}")
+        elif out in consumer and consumer[out].name:
+            n.name = unique(f"{consumer[out].name.rsplit('/', 1)[0]}/{n.op_type}")
+        else:
+            n.name = unique(f"{n.op_type}_{out}")
+    return model
+
+
+def _scope(module: str) -> str:
+    """The node-name prefix torch's ONNX exporter gives a module's nodes: ``features.1`` -> ``/features/features.1/``."""
+    parts = module.split(".")
+    return "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/"
+
+
+def _resolve_exclude(graph: onnx.GraphProto, exclude: str | Sequence[str] | None, arch: str | None) -> list[str]:
     """Node names to keep in float: entries are node names, op types (every node of that type), or positions."""
     if exclude is None:
         return []
@@ -133,6 +185,16 @@ def _resolve_exclude(graph: onnx.GraphProto, exclude: str | Sequence[str] | None
             names += [n.name for n in nodes if n.op_type == "Conv"][:1]
         elif entry == "last-gemm":
             names += [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
+        elif entry == "float-stem":
+            scopes = tuple(_scope(m) for m in FLOAT_STEM.get(arch or "", ()))
+            stem = [n.name for n in nodes if scopes and n.name.startswith(scopes)]
+            if scopes and not stem:
+                warnings.warn(
+                    f"'float-stem': no node of this {arch} graph is named after {FLOAT_STEM[arch]} (exported by the "
+                    "dynamo exporter?); its stem is quantized",
+                    stacklevel=3,
+                )
+            names += stem
         elif entry in op_types:
             names += [n.name for n in nodes if n.op_type == entry]
         elif entry in node_names:
@@ -140,7 +202,7 @@ def _resolve_exclude(graph: onnx.GraphProto, exclude: str | Sequence[str] | None
         elif entry not in _KNOWN_OP_TYPES:
             raise ValueError(
                 f"exclude entry {entry!r} is neither a node name, an op type of this graph ({sorted(op_types)}), "
-                "'first-conv' nor 'last-gemm'"
+                f"nor one of {POSITIONS}"
             )
     return list(dict.fromkeys(names))
 
@@ -209,7 +271,9 @@ def quantize(
     as ``<stem>.fp32.onnx``), a registered model name, or the path of an fp32 ``.onnx`` file. ``calibration_data``
     yields (N, C, H, W) tensors or arrays, or (images, labels) pairs (a DataLoader); static quantization needs it.
     ``exclude`` keeps nodes in float: node names, op types (``"HardSigmoid"``, ``"Mul"``) and positions
-    (``"first-conv"``, ``"last-gemm"``: the default), or None to quantize everything ONNX Runtime can. ``rewrites`` names the
+    (``"first-conv"``; ``"float-stem"`` and ``"last-gemm"``, the default), or None to quantize everything ONNX
+    Runtime can. ``"float-stem"`` needs the architecture and module-path node names :func:`export_onnx` writes; it
+    warns when the graph has neither. ``rewrites`` names the
     exact graph rewrites of :mod:`mobilezoo.deploy.int8_rewrites` to apply (all by default; ``()`` for ONNX
     Runtime's graph as is). Activations are uint8 (asymmetric), weights int8 (symmetric, 7-bit with
     ``reduce_range``), per output channel by default.
@@ -246,11 +310,12 @@ def quantize(
         except Exception:  # symbolic shape inference gives up on some graphs; ONNX shape inference suffices
             quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         counts: dict[str, int] = {}
+        prepared = _name_nodes(onnx.load(str(pre)))
         if "avgpool-as-conv" in rewrites:
-            prepared, counts["avgpool-as-conv"] = avgpool_as_conv(onnx.load(str(pre)))
-            onnx.save(prepared, str(pre))
+            prepared, counts["avgpool-as-conv"] = avgpool_as_conv(prepared)
+        onnx.save(prepared, str(pre))
         graph = onnx.load(str(pre)).graph
-        excluded = _resolve_exclude(graph, exclude)
+        excluded = _resolve_exclude(graph, exclude, architecture(fp32_path))
         reader = None
         if method == "static":
             reader = _Reader(calibration_data, input_name)
