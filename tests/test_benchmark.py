@@ -165,7 +165,7 @@ def _tiny(num_classes: int = 10) -> nn.Sequential:
 def _outputs(model: nn.Module, backend: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.inference_mode():
         want = model(x)
-        prepared = prepare(model, backend, x, threads=1)
+        prepared = prepare(model, backend, x, threads=2 if backend.endswith("-streams") else 1)
         try:
             return prepared.output(), want
         finally:
@@ -173,7 +173,7 @@ def _outputs(model: nn.Module, backend: str, x: torch.Tensor) -> tuple[torch.Ten
 
 
 # compiling takes minutes on 2 cores (one tiny model only, below); int8 changes the numbers (its own test)
-EXACT = [b for b in available_backends() if b not in ("compile", "onnxruntime-int8")]
+EXACT = [b for b in available_backends() if b not in ("compile", "onnxruntime-int8", "onnxruntime-int8-streams")]
 
 
 @pytest.mark.parametrize("backend", EXACT)
@@ -186,7 +186,8 @@ def test_backend_top1_matches_eager(backend: str) -> None:
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
 
 
-def test_int8_backend_top1_matches_eager() -> None:
+@pytest.mark.parametrize("backend", ["onnxruntime-int8", "onnxruntime-int8-streams"])
+def test_int8_backend_top1_matches_eager(backend: str) -> None:
     # a random-weight ImageNet net has near-tied logits that any rounding reorders; a small net with calibrated
     # BatchNorm and inputs of distinct colours has clear winners
     model = _tiny()
@@ -197,7 +198,7 @@ def test_int8_backend_top1_matches_eager() -> None:
             m.momentum = None  # running stats = this batch's
     with torch.no_grad():
         model.train()(x)
-    got, want = _outputs(model.eval(), "onnxruntime-int8", x)
+    got, want = _outputs(model.eval(), backend, x)
     assert len(set(want.argmax(1).tolist())) > 2  # not a constant prediction
     assert (got.argmax(1) == want.argmax(1)).sum() >= 7  # int8 rounding may flip a near tie
     assert torch.nn.functional.cosine_similarity(got, want).min() > 0.95

@@ -130,6 +130,26 @@ def test_onnx_session_threads_do_not_spin_unless_asked(tmp_path) -> None:
         onnx_session(path, threads=2, spin=True).get_session_options().get_session_config_entry(key)
 
 
+def test_onnx_session_streams_split_the_batch(tmp_path) -> None:
+    from mobilezoo.deploy.streams import StreamedSession
+
+    model = _build("shufflenet_v1_g3_x1_0")
+    path = export_onnx(model, tmp_path / "m.onnx", resolution=32).path
+    plain, streamed = onnx_session(path, threads=1), onnx_session(path, threads=2, streams=2)
+    assert isinstance(streamed, StreamedSession) and streamed.streams == 2
+    assert streamed.session.get_session_options().intra_op_num_threads == 1  # each stream gets its share
+    for batch in (5, 1):  # 3 + 2 images at once; a single image runs as one call
+        x = torch.randn(batch, 3, 32, 32).numpy()
+        (want,) = plain.run(None, {"input": x})
+        (got,) = streamed.run(None, {"input": x})
+        assert got.shape == want.shape and float(abs(got - want).max()) < 1e-5
+    streamed.close()
+    with pytest.raises(ValueError, match="multiple of streams"):
+        onnx_session(path, threads=3, streams=2)
+    with pytest.raises(ValueError, match="streams must be"):
+        onnx_session(path, threads=2, streams=0)
+
+
 def test_export_records_the_architecture(tmp_path) -> None:
     from mobilezoo.deploy.onnx_export import architecture
 

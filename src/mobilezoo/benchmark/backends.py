@@ -17,7 +17,17 @@ from torch import Tensor, nn
 
 from mobilezoo.benchmark.environment import package_version
 
-BACKENDS = ("eager", "channels_last", "compile", "torchscript", "onnxruntime", "onnxruntime-int8", "openvino")
+BACKENDS = (
+    "eager",
+    "channels_last",
+    "compile",
+    "torchscript",
+    "onnxruntime",
+    "onnxruntime-streams",
+    "onnxruntime-int8",
+    "onnxruntime-int8-streams",
+    "openvino",
+)
 INT8_CALIBRATION = "the benchmark's own input (seeded N(0, 1) images), in batches of up to 8"
 
 
@@ -85,20 +95,32 @@ def _onnx_file(model: nn.Module, x: Tensor, tmp: Path) -> tuple[Path, str]:
     return exp.path, f"ONNX {exp.exporter} exporter, opset {exp.opset}"
 
 
-def _session(path: Path, x: Tensor, threads: int, note: str, dtype: str) -> Prepared:
+def _streams(batch: int, threads: int) -> int:
+    """The most slices of the batch that can run at once: a divisor of ``threads``, at most ``batch``."""
+    return max(k for k in range(1, threads + 1) if threads % k == 0 and k <= batch)
+
+
+def _session(path: Path, x: Tensor, threads: int, note: str, dtype: str, streamed: bool) -> Prepared:
     from mobilezoo.deploy import onnx_session
 
-    session = onnx_session(path, threads)
+    streams = _streams(x.shape[0], threads) if streamed else 1
+    session = onnx_session(path, threads, streams=streams)
     feed = {session.get_inputs()[0].name: x.numpy()}
+    if streamed:
+        note += (
+            f"; the batch split into {streams} slices run at once, {threads // streams} thread(s) each"
+            if streams > 1
+            else "; one call (a batch of 1 or 1 thread cannot be split)"
+        )
     return Prepared(lambda: session.run(None, feed), dtype=dtype, notes=note)
 
 
-def _onnxruntime(model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path) -> Prepared:
+def _onnxruntime(model: nn.Module, x: Tensor, threads: int, tmp: Path, streamed: bool) -> Prepared:
     path, note = _onnx_file(model, x, tmp)
-    return _session(path, x, threads, note + "; ONNX Runtime CPU, all graph optimizations", "float32")
+    return _session(path, x, threads, note + "; ONNX Runtime CPU, all graph optimizations", "float32", streamed)
 
 
-def _onnxruntime_int8(model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path) -> Prepared:
+def _onnxruntime_int8(model: nn.Module, x: Tensor, threads: int, tmp: Path, streamed: bool) -> Prepared:
     from mobilezoo.deploy import quantize
 
     path, note = _onnx_file(model, x, tmp)
@@ -107,7 +129,7 @@ def _onnxruntime_int8(model: nn.Module, x: Tensor, dev: torch.device, threads: i
         f"; static int8 QDQ, per-channel int8 weights, uint8 activations, {q.calibrate_method} calibration on "
         f"{INT8_CALIBRATION}; {len(q.nodes_kept_float)} nodes kept float"
     )
-    return _session(q.path, x, threads, note, "int8 weights and activations (QDQ), float32 input/output")
+    return _session(q.path, x, threads, note, "int8 weights and activations (QDQ), float32 input/output", streamed)
 
 
 def _openvino(model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path) -> Prepared:
@@ -132,8 +154,10 @@ _PREPARERS: dict[str, Callable[[nn.Module, Tensor, torch.device, int, Path], Pre
     "channels_last": _channels_last,
     "compile": _compile,
     "torchscript": _torchscript,
-    "onnxruntime": _onnxruntime,
-    "onnxruntime-int8": _onnxruntime_int8,
+    "onnxruntime": lambda m, x, dev, threads, tmp: _onnxruntime(m, x, threads, tmp, streamed=False),
+    "onnxruntime-streams": lambda m, x, dev, threads, tmp: _onnxruntime(m, x, threads, tmp, streamed=True),
+    "onnxruntime-int8": lambda m, x, dev, threads, tmp: _onnxruntime_int8(m, x, threads, tmp, streamed=False),
+    "onnxruntime-int8-streams": lambda m, x, dev, threads, tmp: _onnxruntime_int8(m, x, threads, tmp, streamed=True),
     "openvino": _openvino,
 }
 

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backend",
         default="eager",
-        help="comma-separated: eager, channels_last, compile, torchscript, onnxruntime, onnxruntime-int8, openvino; "
+        help="comma-separated: eager, channels_last, compile, torchscript, onnxruntime, onnxruntime-streams, "
+        "onnxruntime-int8, onnxruntime-int8-streams, openvino ('-streams': the batch split over the threads); "
         "'all' for every available one; 'auto' picks the fastest exact backend per model",
     )
     p.add_argument("--batch-size", default="1", help="comma-separated batch sizes, e.g. 1,32")

@@ -3,7 +3,8 @@
 - :func:`fuse` folds BatchNorm into the conv/linear before it; :func:`unshuffle` folds ShuffleNet V2's channel
   shuffles and splits into its weights (what :func:`export_onnx` exports for a ShuffleNet V2).
 - :func:`export_onnx` exports to ONNX (opset >= 17, dynamic batch, native HardSwish/HardSigmoid) and checks the file
-  with ONNX Runtime against PyTorch; :func:`onnx_session` opens it for inference.
+  with ONNX Runtime against PyTorch; :func:`onnx_session` opens it for inference, with ``streams`` a
+  :class:`StreamedSession` that splits each batch over the cores (how int8 models use more than one at batch > 1).
 - :func:`quantize` makes an int8 ONNX model with ONNX Runtime's post-training quantization;
   :func:`compare_accuracy` reports fp32 vs int8 top-1 and their agreement.
 - :func:`export_torch` writes a TorchScript or ``torch.export`` program, checked for equal outputs.
@@ -14,6 +15,7 @@ from mobilezoo.deploy.auto import BackendChoice, fastest_backend
 from mobilezoo.deploy.fuse import count_batchnorms, fuse
 from mobilezoo.deploy.onnx_export import OnnxExport, ParityError, export_onnx, load_onnx, onnx_parity, onnx_session
 from mobilezoo.deploy.quantize import AccuracyComparison, QuantizedModel, compare_accuracy, float_nodes, quantize
+from mobilezoo.deploy.streams import StreamedSession
 from mobilezoo.deploy.torch_export import TorchExport, export_torch
 from mobilezoo.deploy.unshuffle import unshuffle
 
@@ -23,6 +25,7 @@ __all__ = [
     "OnnxExport",
     "ParityError",
     "QuantizedModel",
+    "StreamedSession",
     "TorchExport",
     "compare_accuracy",
     "count_batchnorms",

@@ -10,7 +10,7 @@ from torch import nn
 
 # int8 changes the numbers (top-1 agreement, not equality), so it is opt-in; torch.compile spends a minute compiling
 # on CPU, which is not "briefly", so it is measured only when named
-INT8_BACKENDS = ("onnxruntime-int8",)
+INT8_BACKENDS = ("onnxruntime-int8", "onnxruntime-int8-streams")
 SLOW_TO_PREPARE = ("compile",)
 
 
@@ -62,7 +62,7 @@ def fastest_backend(
 
     A backend that fails (not installed, export parity error) is recorded with its error and skipped. By default the
     candidates are :func:`default_backends`: those whose outputs equal eager PyTorch (ONNX export is parity-checked),
-    without ``compile``; ``include_int8=True`` adds ``onnxruntime-int8``.
+    without ``compile``; ``include_int8=True`` adds ``onnxruntime-int8`` and ``onnxruntime-int8-streams``.
     """
     from mobilezoo.benchmark import benchmark
 
