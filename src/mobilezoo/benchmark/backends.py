@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import shutil
 import tempfile
 import warnings
@@ -115,12 +116,16 @@ def _session(path: Path, x: Tensor, threads: int, note: str, dtype: str, streame
     return Prepared(lambda: session.run(None, feed), dtype=dtype, notes=note)
 
 
-def _onnxruntime(model: nn.Module, x: Tensor, threads: int, tmp: Path, streamed: bool) -> Prepared:
+def _onnxruntime(
+    model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path, streamed: bool = False
+) -> Prepared:
     path, note = _onnx_file(model, x, tmp)
     return _session(path, x, threads, note + "; ONNX Runtime CPU, all graph optimizations", "float32", streamed)
 
 
-def _onnxruntime_int8(model: nn.Module, x: Tensor, threads: int, tmp: Path, streamed: bool) -> Prepared:
+def _onnxruntime_int8(
+    model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path, streamed: bool = False
+) -> Prepared:
     from mobilezoo.deploy import quantize
 
     path, note = _onnx_file(model, x, tmp)
@@ -154,10 +159,10 @@ _PREPARERS: dict[str, Callable[[nn.Module, Tensor, torch.device, int, Path], Pre
     "channels_last": _channels_last,
     "compile": _compile,
     "torchscript": _torchscript,
-    "onnxruntime": lambda m, x, dev, threads, tmp: _onnxruntime(m, x, threads, tmp, streamed=False),
-    "onnxruntime-streams": lambda m, x, dev, threads, tmp: _onnxruntime(m, x, threads, tmp, streamed=True),
-    "onnxruntime-int8": lambda m, x, dev, threads, tmp: _onnxruntime_int8(m, x, threads, tmp, streamed=False),
-    "onnxruntime-int8-streams": lambda m, x, dev, threads, tmp: _onnxruntime_int8(m, x, threads, tmp, streamed=True),
+    "onnxruntime": _onnxruntime,
+    "onnxruntime-streams": functools.partial(_onnxruntime, streamed=True),
+    "onnxruntime-int8": _onnxruntime_int8,
+    "onnxruntime-int8-streams": functools.partial(_onnxruntime_int8, streamed=True),
     "openvino": _openvino,
 }
 

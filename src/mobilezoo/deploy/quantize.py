@@ -297,13 +297,13 @@ def quantize(
     out_path = output_path(out_path, (".onnx",))
     if isinstance(model_or_onnx, (str, PathLike)) and str(model_or_onnx).endswith(".onnx"):
         fp32_path = Path(model_or_onnx)
-        load_onnx(fp32_path)
     else:
         fp32_path = out_path.with_name(out_path.stem + ".fp32.onnx")
         if fp32_path == out_path:
             raise ValueError(f"out_path {str(out_path)!r} would overwrite its own fp32 export")
         export_onnx(as_model(model_or_onnx), fp32_path, resolution=resolution, opset=opset)
-    input_name = load_onnx(fp32_path).graph.input[0].name
+    fp32 = load_onnx(fp32_path)  # validated once: a file that is not a model fails here, clearly
+    input_name, arch = fp32.graph.input[0].name, architecture(fp32)
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -316,8 +316,7 @@ def quantize(
         if "avgpool-as-conv" in rewrites:
             prepared, counts["avgpool-as-conv"] = avgpool_as_conv(prepared)
         onnx.save(prepared, str(pre))
-        graph = onnx.load(str(pre)).graph
-        excluded = _resolve_exclude(graph, exclude, architecture(fp32_path))
+        excluded = _resolve_exclude(prepared.graph, exclude, arch)
         reader = None
         if method == "static":
             reader = _Reader(calibration_data, input_name)
