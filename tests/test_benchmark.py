@@ -9,7 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from mobilezoo.benchmark import BACKENDS, available_backends, benchmark, compare, harness, prepare, run_suite
+from mobilezoo.benchmark import (
+    BACKENDS,
+    Prepared,
+    available_backends,
+    benchmark,
+    benchmark_interleaved,
+    compare,
+    harness,
+    prepare,
+    run_suite,
+)
 from mobilezoo.benchmark import backends as bench_backends
 from mobilezoo.cli import main
 from mobilezoo.registry import create_model
@@ -46,9 +56,16 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> list:
     return clock
 
 
+@pytest.fixture
+def steady_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every timed call "takes" exactly 1 ms (the clock moves 1 ms per read), whatever the machine does: steady."""
+    ticks = iter(range(0, 10**15, 1_000_000))  # read before and after each call
+    monkeypatch.setattr(harness, "_clock", lambda: next(ticks))
+
+
 def test_eval_enforced_and_mode_restored() -> None:
     probe = Probe().train()
-    benchmark(probe, batch_size=2, resolution=8, warmup=2, iters=3, threads=1)
+    benchmark(probe, batch_size=2, resolution=8, warmup=2, iters=3, threads=1, remeasure=0)  # really timed: no re-runs
     assert len(probe.calls) == 5
     assert not any(c["training"] for c in probe.calls)
     assert not any(c["grad"] for c in probe.calls)
@@ -217,7 +234,7 @@ def test_backends_list() -> None:
     assert tuple(bench_backends._PREPARERS) == BACKENDS  # every backend has a preparer
 
 
-def test_suite_records_errors_and_fastest() -> None:
+def test_suite_records_errors_and_fastest(steady_clock: None) -> None:
     suite = run_suite(
         ["mobilenet_v1_x0_25"],
         backends="eager,channels_last",
@@ -267,3 +284,135 @@ def test_cuda_events_and_allocator_peak() -> None:
     assert next(probe.parameters()).device.type == "cpu"  # the caller's model is not moved
     with pytest.raises(ValueError, match="CPU only"):
         benchmark(probe, backend="onnxruntime", device="cuda", resolution=16)
+
+
+# ---------------------------------------------------------------- measurements that know when they are wrong
+
+
+def test_noise_test_on_sample_lists() -> None:
+    steady = [10.0, 10.3, 9.8, 10.1, 10.6, 9.9, 10.2, 10.0]
+    assert not harness.assess_noise([steady]).noisy
+    one_outlier = [*steady[:-1], 1000.0]  # one slow call does not move the median: still steady
+    assert not harness.assess_noise([one_outlier]).noisy
+    # a load burst over half the calls: samples 100x apart, the median corrupted
+    burst = [10.0, 1000.0, 10.2, 1010.0, 9.9, 990.0, 10.1, 1005.0]
+    n = harness.assess_noise([burst])
+    assert (
+        n.noisy and n.median_over_min > harness.MAX_MEDIAN_OVER_MIN and n.iqr_over_median > harness.MAX_IQR_OVER_MEDIAN
+    )
+    assert any("IQR" in r for r in n.reasons) and any("fastest call" in r for r in n.reasons)
+    d = json.loads(json.dumps(n.to_dict()))
+    assert d["noisy"] and d["max_iqr_over_median"] == harness.MAX_IQR_OVER_MEDIAN and d["remeasured"] == 0
+    # the whole pass slowed alike is steady on its own, but two steady passes 2x apart disagree
+    slow = [2 * s for s in steady]
+    both = harness.assess_noise([steady, slow])
+    assert both.noisy and both.pass_ratio > harness.MAX_PASS_RATIO and both.remeasured == 1
+    assert any("steady passes" in r for r in both.reasons)
+    # a noisy first pass and a steady second: the second is kept, nothing disagrees
+    fixed = harness.assess_noise([burst, steady], kept=1)
+    assert not fixed.noisy and fixed.pass_ratio == 1.0 and fixed.kept_pass == 1
+    with pytest.raises(ValueError, match="at least one pass"):
+        harness.assess_noise([])
+
+
+def _scripted(clock: list, schedules: dict[str, object]):
+    """A ``prepare`` whose runner for a model tagged ``m.tag`` (or a backend) advances the fake clock by scripted ms.
+
+    ``schedules[key](i)`` gives the duration of call ``i`` (warm-up calls included, counted from 0).
+    """
+
+    def fake_prepare(model, backend, x, *, threads, device="cpu"):
+        key = getattr(model, "tag", None) if getattr(model, "tag", None) in schedules else backend
+        duration, calls = schedules[key], [0]
+
+        def run():
+            clock[0] += int(duration(calls[0]) * 1e6)
+            calls[0] += 1
+            return None
+
+        return Prepared(run, notes=f"scripted {key}")
+
+    return fake_prepare
+
+
+def _burst(first: int, last: int, base: float = 1.0):
+    """Calls ``first`` to ``last - 1`` (a load burst) take 100x ``base`` ms, every other call ``base``."""
+    return lambda i: 100 * base if first <= i < last else base
+
+
+def test_burst_is_flagged_remeasured_interleaved_and_the_steady_pass_kept(monkeypatch, fake_clock: list) -> None:
+    # warm-up 1, then pass 1 = calls 1..6: a burst over calls 1-3 of model "a" only
+    schedules = {"a": _burst(1, 4), "b": lambda i: 2.0}
+    monkeypatch.setattr(harness, "prepare", _scripted(fake_clock, schedules))
+    log: list[str] = []
+    a, b = Probe(log, "a"), Probe(log, "b")
+    ra, rb = benchmark_interleaved([(a, "a"), (b, "b")], resolution=8, warmup=1, iters=6, threads=1)
+    # both were timed again (interleaved, as a pair), the steady second pass kept for both
+    assert ra.noise.remeasured == rb.noise.remeasured == 1
+    assert ra.samples_ms == (1.0,) * 6 and rb.samples_ms == (2.0,) * 6
+    assert not ra.noisy and not rb.noisy
+    assert ra.noise.pass_medians_ms[0] > 10 and ra.noise.kept_pass == 1
+    d = json.loads(json.dumps(ra.to_dict()))
+    assert d["noisy"] is False and d["noise"]["remeasured"] == 1 and d["noise"]["pass_medians_ms"][1] == 1.0
+
+
+def test_persistent_burst_stays_noisy_after_bounded_remeasuring(monkeypatch, fake_clock: list) -> None:
+    schedules = {"ours": lambda i: 100.0 if i % 2 else 1.0, "tv": lambda i: 1.0}  # "ours" always disturbed
+    monkeypatch.setattr(harness, "prepare", _scripted(fake_clock, schedules))
+    ours, theirs = Probe(tag="ours"), Probe(tag="tv")
+    monkeypatch.setattr(harness, "torchvision_counterpart", lambda name: (ours, theirs))
+    c = compare("mobilenet_v2", resolution=8, warmup=1, iters=6, threads=1, remeasure=2)
+    assert c.ours.noisy and not c.reference.noisy and c.noisy
+    assert c.ours.noise.remeasured == 2 and len(c.ours.noise.pass_medians_ms) == 3  # 1 + 2 passes, no more
+    d = json.loads(json.dumps(c.to_dict()))
+    assert d["noisy"] is True and d["ours"]["noisy"] is True and d["ours"]["noise"]["reasons"]
+    r = benchmark(Probe(tag="ours"), resolution=8, warmup=1, iters=4, threads=1, remeasure=0)
+    assert r.noisy and r.noise.remeasured == 0
+    with pytest.raises(ValueError, match="remeasure must be an integer >= 0"):
+        benchmark(Probe(), resolution=8, remeasure=-1)
+
+
+def test_candidates_carry_their_own_backend_and_resolution(monkeypatch, fake_clock: list) -> None:
+    shapes: list[tuple] = []
+
+    def fake_prepare(model, backend, x, *, threads, device="cpu"):
+        shapes.append((backend, tuple(x.shape)))
+        return Prepared(lambda: fake_clock.__setitem__(0, fake_clock[0] + 1_000_000))
+
+    monkeypatch.setattr(harness, "prepare", fake_prepare)
+    probe = Probe()
+    res = benchmark_interleaved(
+        [harness.Candidate(probe, "p", backend="channels_last"), harness.Candidate(probe, "p", resolution=16)],
+        resolution=8,
+        warmup=1,
+        iters=2,
+        threads=1,
+    )
+    assert shapes == [("channels_last", (1, 3, 8, 8)), ("eager", (1, 3, 16, 16))]
+    assert [(r.backend, r.resolution) for r in res] == [("channels_last", 8), ("eager", 16)]
+
+
+def test_suite_and_cli_mark_noisy_cells_and_name_no_fastest(monkeypatch, fake_clock: list, capsys, tmp_path) -> None:
+    # channels_last sampled during a load that never ends; eager steady
+    schedules = {"channels_last": lambda i: 100.0 if i % 2 else 1.0, "eager": lambda i: 3.0}
+    monkeypatch.setattr(harness, "prepare", _scripted(fake_clock, schedules))
+    kw = dict(backends="eager,channels_last", resolution=32, warmup=1, iters=4, threads=1)
+    suite = run_suite(["mobilenet_v1_x0_25"], **kw)
+    assert [e.noisy for e in suite.entries] == [False, True]
+    assert suite.fastest() == {} and suite.undecided() == {("mobilenet_v1_x0_25", 1): ["channels_last"]}
+    # the noisy cell had its own re-measurements, then the pair again, interleaved
+    assert suite.entries[1].result.noise.remeasured == 2
+    d = json.loads(json.dumps(suite.to_dict()))
+    assert d["fastest"] == [] and d["undecided"][0]["noisy_backends"] == ["channels_last"]
+    assert d["entries"][1]["noisy"] is True and d["entries"][1]["result"]["noise"]["noisy"] is True
+
+    argv = ["bench", "mobilenet_v1_x0_25", "--backend", "eager,channels_last", "--resolution", "32"]
+    assert main([*argv, "--warmup", "1", "--iters", "4", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "(noisy)" in out and "no fastest backend named" in out and "the measurement was disturbed" in out
+    assert "eager*" not in out and "channels_last*" not in out  # no "fastest" claim from a disturbed comparison
+
+    schedules["channels_last"] = lambda i: 1.0  # the load is gone: steady, and a fastest is named
+    suite = run_suite(["mobilenet_v1_x0_25"], **kw)
+    assert not any(e.noisy for e in suite.entries)
+    assert suite.fastest()[("mobilenet_v1_x0_25", 1)].backend == "channels_last"

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mobilezoo import guidelines as gl
+from mobilezoo.benchmark import Prepared, harness
 from mobilezoo.cli import main
 
 
@@ -67,16 +68,68 @@ def test_verdicts() -> None:
     assert verdict == "holds here"
 
 
-def test_run_guidelines_report() -> None:
+def test_run_guidelines_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter(range(0, 10**15, 1_000_000))  # the real nets run; every timed call "takes" 1 ms: steady
+    monkeypatch.setattr(harness, "_clock", lambda: next(ticks))
     report = gl.run_guidelines(scales=(1,), guidelines=("G2", "G4"), warmup=1, iters=2)
     assert [t.guideline for t in report.tables] == ["G2", "G4"]
     g2 = report.tables[0]
     assert [r.paper_cpu for r in g2.rows] == [(40.0,), (35.0,), (32.9,), (27.8,)]
     assert g2.rows[0].paper_gpu == (2451,) and g2.rows[0].ours_ratio == (1.0,)
-    assert all(r.ours[0] > 0 for r in g2.rows)
-    assert g2.verdict.startswith(("holds here", "does not hold here"))
+    assert all(r.ours[0] == pytest.approx(1000) and r.noisy == (False,) for r in g2.rows)
+    assert g2.verdict == "does not hold here"  # equal speeds: no evidence either way
     d = json.loads(json.dumps(report.to_dict()))
     assert d["threads"] == 1 and d["batch_size"] == 1 and d["env"]["torch"] == torch.__version__
+    assert d["tables"][0]["rows"][0]["noise"][0]["noisy"] is False
+
+
+def test_verdicts_draw_no_conclusion_from_noisy_rows() -> None:
+    g2 = gl.EXPERIMENTS[1]
+    rows = _rows([[10, 10], [9, 9], [8, 8], [5, 5]])  # would hold at both scales
+    rows[3] = gl.RowResult(**{**rows[3].__dict__, "noisy": (True, False)})  # 'r3' disturbed at x1
+    holds, verdict, why = gl._verdict(g2, rows, (1, 2))
+    assert holds == (None, True)
+    assert verdict == "holds here (no conclusion at x1: the measurement was disturbed)"
+    assert "x1: the measurement was disturbed ('r3' noisy" in why and "x1: 'r0'" not in why
+    rows[0] = gl.RowResult(**{**rows[0].__dict__, "noisy": (False, True)})
+    holds, verdict, why = gl._verdict(g2, rows, (1, 2))
+    assert holds == (None, None) and verdict == "no conclusion: the measurement was disturbed"
+    assert "speed of" not in why and "fastest" not in why
+
+
+def _scripted(clock: list, disturbed_chans: int):
+    """A ``prepare`` timing nothing real: a net "takes" its MAdds / 1e7 ms per call, and the net whose input has
+    ``disturbed_chans`` channels is sampled during a load that never ends (every other call 100x slower)."""
+
+    def fake_prepare(model, backend, x, *, threads, device="cpu"):
+        base, calls = gl.madds(model) / 1e7, [0]
+        slowed = model.in_chans == disturbed_chans
+
+        def run():
+            clock[0] += int(base * (100 if slowed and calls[0] % 2 else 1) * 1e6)
+            calls[0] += 1
+
+        return Prepared(run)
+
+    return fake_prepare
+
+
+def test_a_disturbed_row_is_remeasured_flagged_and_decides_nothing(monkeypatch, tmp_path, capsys) -> None:
+    clock = [0]
+    monkeypatch.setattr(harness, "_clock", lambda: clock[0])
+    monkeypatch.setattr(harness, "prepare", _scripted(clock, disturbed_chans=184))  # G2's g = 8 row at x1
+    report = gl.run_guidelines(scales=(1,), guidelines=("G2",), warmup=1, iters=6)
+    (g2,) = report.tables
+    assert [r.noisy for r in g2.rows] == [(False,), (False,), (False,), (True,)]
+    assert g2.rows[3].noise[0]["remeasured"] == 2 and g2.rows[0].noise[0]["remeasured"] == 2  # timed again together
+    assert g2.holds_at == (None,) and g2.verdict == "no conclusion: the measurement was disturbed"
+    assert "speed of" not in g2.explanation and "'g = 8' noisy" in g2.explanation
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["tables"][0]["holds_at"] == [None] and d["tables"][0]["rows"][3]["noisy"] == [True]
+
+    assert main(["guidelines", "--scales", "1", "--warmup", "1", "--iters", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "(noisy)" in out and "G2 no conclusion: the measurement was disturbed" in out
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,22 @@ from types import SimpleNamespace
 
 import pytest
 
+from mobilezoo.benchmark import Prepared, harness
 from mobilezoo.complexity import profile
 from mobilezoo.complexity.tables import textbook_tables
 from mobilezoo.formatting import fmt
-from mobilezoo.report import ReportConfig, build_report, pareto_frontier, resolution_sweep, width_sweep
+from mobilezoo.report import (
+    Latency,
+    ModelEntry,
+    ReportConfig,
+    SweepResult,
+    SweepRow,
+    build_report,
+    pareto_frontier,
+    resolution_sweep,
+    width_sweep,
+)
+from mobilezoo.report.sections import latency_table, sweep_finding
 
 MODELS = ("mobilenet_v1_x0_25", "shufflenet_v2_x0_5")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,18 +53,26 @@ def _config() -> ReportConfig:
     )
 
 
+def _steady_build(out: Path) -> dict:
+    """The report of ``_config()``, every timed call "taking" 1 ms (real models run; the clock is fake and steady)."""
+    ticks = iter(range(0, 10**15, 1_000_000))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(harness, "_clock", lambda: next(ticks))
+        return json.loads(json.dumps(build_report(out, config=_config()).to_dict()))
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict:
     """``ReportResult.to_dict()`` as JSON gives it back; built once per run (under xdist by the first worker)."""
     if worker_id == "master":
-        return json.loads(json.dumps(build_report(tmp_path_factory.mktemp("report"), config=_config()).to_dict()))
+        return _steady_build(tmp_path_factory.mktemp("report"))
     from filelock import FileLock  # a dependency of torch
 
     shared = tmp_path_factory.getbasetemp().parent  # common to this run's workers
     cache = shared / "mobilezoo-report-result.json"
     with FileLock(f"{cache}.lock"):
         if not cache.is_file():
-            cache.write_text(json.dumps(build_report(shared / "mobilezoo-report", config=_config()).to_dict()))
+            cache.write_text(json.dumps(_steady_build(shared / "mobilezoo-report")))
         return json.loads(cache.read_text())
 
 
@@ -230,3 +250,116 @@ def test_cli_prints_the_report_path(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert main(["report", "--quick", "--backends", "nope", "--out", str(out)]) == 2  # the real one refuses
     assert "unknown backend 'nope'" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- measurements the machine's load disturbed
+
+
+def _lat(ms: float, noisy: bool = False, backend: str = "eager") -> Latency:
+    return Latency(backend, ms, ms * 1.1, 1e3 / ms, noisy=noisy, noise={"noisy": noisy} if noisy else None)
+
+
+def _width_sweep(latencies: dict[float, Latency]) -> SweepResult:
+    madds = {0.25: 14.0, 0.5: 49.0, 1.0: 569.0}
+    rows = tuple(SweepRow(a, f"v1_{a}", 224, {}, madds[a], (lat,)) for a, lat in latencies.items())
+    return SweepResult("MobileNetV1", "width", rows)
+
+
+def test_sweep_finding_draws_no_conclusion_from_a_noisy_point() -> None:
+    # the issue's numbers: 0.5 at 1,216 ms and 0.25 at 13.9 ms, 0.5 disturbed by a load burst
+    clean = _width_sweep({0.25: _lat(13.9), 0.5: _lat(20.0), 1.0: _lat(60.0)})
+    assert "latency lags MAdds by more than 1.5x from" in sweep_finding(clean)  # a clean sweep keeps its finding
+    disturbed = _width_sweep({0.25: _lat(13.9), 0.5: _lat(1216.0, noisy=True), 1.0: _lat(60.0)})
+    text = sweep_finding(disturbed)
+    assert "disturbed" in text and "\u03b1 = 0.5" in text
+    assert "lags" not in text and "follows" not in text and "%" not in text  # no conclusion, no ratio
+    ref_noisy = _width_sweep({0.25: _lat(13.9), 0.5: _lat(20.0), 1.0: _lat(60.0, noisy=True)})
+    assert "lags" not in sweep_finding(ref_noisy) and "disturbed" in sweep_finding(ref_noisy)
+
+
+def test_no_fastest_backend_from_a_noisy_latency() -> None:
+    e = ModelEntry("m", "MobileNetV1", 224, 70.0, 569.0, 4.2, 568.7, 4.2,
+                   (_lat(50.0), _lat(1.0, noisy=True, backend="onnxruntime")))  # fmt: skip
+    assert e.fastest is None and e.fastest_exact is None and e.noisy_backends == ("onnxruntime",)
+    d = json.loads(json.dumps(e.to_dict()))
+    assert d["fastest"] is None and d["noisy_backends"] == ["onnxruntime"] and d["latencies"][1]["noisy"]
+    t = latency_table([e], ("eager", "onnxruntime"))
+    (row,) = t.rows
+    assert row[3].endswith("noisy") and row[4:6] == ["disturbed (noisy)"] * 2 and row[6] == "-"
+    assert any("no conclusion is drawn" in n for n in t.notes)
+    clean = ModelEntry("m", "MobileNetV1", 224, 70.0, 569.0, 4.2, 568.7, 4.2, (_lat(50.0), _lat(10.0, backend="ort")))
+    assert clean.fastest.backend == "ort" and latency_table([clean], ("eager", "ort")).rows[0][6] == "5.00x"
+
+
+def _scripted(clock: list, burst: dict[tuple[str, int], object]):
+    """A ``prepare`` for real models that times nothing real: every call of (model name, px) "takes" its MAdds / 10
+    microseconds on the fake clock, except the calls ``burst[(name, px)](i)`` says are slowed 100x by a load burst."""
+
+    def fake_prepare(model, backend, x, *, threads, device="cpu"):
+        key = (model.model_name, x.shape[-1])
+        base = profile(model.model_name, resolution=x.shape[-1]).madds / 1e7  # ms
+        slowed, calls = burst.get(key, lambda i: False), [0]
+
+        def run():
+            clock[0] += int(base * (100 if slowed(calls[0]) else 1) * 1e6)
+            calls[0] += 1
+
+        return Prepared(run, notes="scripted")
+
+    return fake_prepare
+
+
+def _disturbed_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, burst: dict) -> tuple[dict, str]:
+    clock = [0]
+    monkeypatch.setattr(harness, "_clock", lambda: clock[0])
+    monkeypatch.setattr(harness, "prepare", _scripted(clock, burst))
+    cfg = ReportConfig(
+        models=("mobilenet_v1_x0_25", "mobilenet_v1_x0_5"),
+        backends=("eager", "channels_last"),
+        sweeps=(
+            width_sweep("MobileNetV1", {0.25: "mobilenet_v1_x0_25", 0.5: "mobilenet_v1_x0_5"}),
+            resolution_sweep("MobileNetV1", "mobilenet_v1_x0_25", (96, 128)),
+        ),
+        tables=("5-2",),
+        threads=1,
+        warmup=1,
+        iters=6,
+        mode="test",
+    )
+    result = build_report(tmp_path, config=cfg)
+    return json.loads(result.json.read_text()), result.markdown.read_text() + result.html.read_text()
+
+
+def test_report_flags_a_persistent_burst_and_draws_no_conclusion(tmp_path, monkeypatch) -> None:
+    # mobilenet_v1_x0_5 at 224 px is sampled during a load that never ends: every other call 100x slower
+    data, text = _disturbed_report(tmp_path, monkeypatch, {("mobilenet_v1_x0_5", 224): lambda i: i % 2 == 1})
+    models = {m["name"]: m for m in data["models"]}
+    (eager, channels_last) = models["mobilenet_v1_x0_5"]["latencies"]
+    assert eager["noisy"] and channels_last["noisy"]
+    assert eager["noise"]["remeasured"] == 2 and eager["noise"]["reasons"]
+    assert models["mobilenet_v1_x0_5"]["fastest"] is None
+    assert models["mobilenet_v1_x0_25"]["fastest"] is not None  # the clean model keeps its claim
+    width, res = data["sweeps"]
+    assert width["noisy"] == {"eager": [0.5]} and res["noisy"] == {"eager": []}
+    assert [r["latencies"][0]["noisy"] for r in width["rows"]] == [False, True]
+    md = (tmp_path / "report.md").read_text()
+    findings = [li for li in md.splitlines() if li.startswith("eager: ")]
+    assert len(findings) == 2  # one sentence per sweep
+    assert "disturbed" in findings[0] and "lags" not in findings[0] and "follows" not in findings[0]
+    assert "latency follows MAdds" in findings[1] or "latency lags MAdds" in findings[1]  # the clean sweep's finding
+    assert "stayed noisy after re-measuring" in md and "disturbed (noisy)" in md
+    assert "NOTES.md" not in text
+
+
+def test_report_remeasures_a_passing_burst_and_keeps_the_steady_pass(tmp_path, monkeypatch) -> None:
+    # a burst over 4 of the 6 calls of mobilenet_v1_x0_5's first pass (call 0 is the warm-up), each time it is prepared
+    data, text = _disturbed_report(tmp_path, monkeypatch, {("mobilenet_v1_x0_5", 224): lambda i: 1 <= i <= 4})
+    models = {m["name"]: m for m in data["models"]}
+    for lat in models["mobilenet_v1_x0_5"]["latencies"]:
+        assert not lat["noisy"] and lat["noise"]["remeasured"] == 1
+        assert lat["median_ms"] == pytest.approx(profile("mobilenet_v1_x0_5").madds / 1e7)  # the steady pass
+    assert models["mobilenet_v1_x0_5"]["fastest"] is not None
+    width = data["sweeps"][0]
+    assert width["noisy"] == {"eager": []} and width["rows"][1]["latencies"][0]["noise"]["remeasured"] == 1
+    assert "the measurement was disturbed" not in text and "disturbed (noisy)" not in text
+    assert "stayed noisy" not in text and "latency follows MAdds" in text

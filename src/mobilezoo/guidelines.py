@@ -2,7 +2,9 @@
 
 Each experiment stacks 10 identical blocks on a 56x56 input and holds the multiply-adds (the paper's "FLOPs") about
 constant across its rows, so only the property under test changes. The paper's mobile ("ARM"/"CPU") channel numbers
-are used, x1/x2/x4 being channel multipliers (see ``shared/reference/GUIDELINES.md`` §3 for that reading). The blocks
+are used, x1/x2/x4 being channel multipliers: the paper does not define them, but its Table 2 g=1 row (CPU 40.0 / 10.2
+/ 2.3 images/s) is its Table 3 1-fragment row at c = 64 / 128 / 256 (40.2 / 10.1 / 2.3), channels doubling per step,
+and the speeds drop about 4x per step, as the multiply-adds of a 1x1 conv with twice the channels do. The blocks
 are bare convolutions: no BatchNorm (at inference it folds into the conv) and no bias, the paper not saying otherwise.
 
 Choices the paper leaves to the re-implementer, all marked "[ours]" in the row labels' notes:
@@ -181,6 +183,11 @@ class RowResult:
     min_ms: tuple[float, ...]
     paper_ratio: tuple[float, ...] = ()  # paper CPU speed / first row's, per scale
     ours_ratio: tuple[float, ...] = ()
+    noisy: tuple[bool, ...] = ()  # per scale: the machine's load disturbed the measurement even after re-measuring
+    noise: tuple[dict[str, Any], ...] = ()  # per scale: mobilezoo.benchmark.Noise.to_dict() (figures, thresholds)
+
+    def noisy_at(self, i: int) -> bool:
+        return bool(self.noisy) and self.noisy[i]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -191,7 +198,7 @@ class TableResult:
     guideline: str
     title: str
     rows: tuple[RowResult, ...]
-    holds_at: tuple[bool, ...]  # per scale
+    holds_at: tuple[bool | None, ...]  # per scale; None: undecided, a row's measurement was disturbed
     verdict: str
     explanation: str
 
@@ -221,7 +228,8 @@ class GuidelinesReport:
         return {
             "paper": "Ma et al., ShuffleNet V2 (arXiv:1807.11164), §2 Tables 1-4",
             "setup": f"{DEPTH} stacked blocks, {RESOLUTION}x{RESOLUTION} input, eager PyTorch, no BatchNorm, no bias, "
-            "rows interleaved, throughput from each row's fastest timed call; "
+            "rows interleaved and re-measured together while one is noisy, throughput from each row's fastest timed "
+            "call, no conclusion at a scale where a row stayed noisy; "
             "paper speeds: GPU batches/s (GTX 1080Ti), CPU images/s (Snapdragon 810, one thread)",
             "scales": list(self.scales),
             "threads": self.threads,
@@ -234,10 +242,23 @@ class GuidelinesReport:
         }
 
 
-def _verdict(exp: Experiment, rows: list[RowResult], scales: Sequence[int]) -> tuple[tuple[bool, ...], str, str]:
-    holds = []
+def _verdict(exp: Experiment, rows: list[RowResult], scales: Sequence[int]) -> tuple[tuple[bool | None, ...], str, str]:
+    """Per scale whether the guideline holds (None: a row was noisy, no conclusion), the verdict and the reasons.
+
+    A scale where any row's measurement stayed noisy decides nothing: the rows are compared with each other, so one
+    disturbed row makes every comparison at that scale unreliable.
+    """
+    holds: list[bool | None] = []
     parts = []
     for i, s in enumerate(scales):
+        noisy = [r.label for r in rows if r.noisy_at(i)]
+        if noisy:
+            holds.append(None)
+            parts.append(
+                f"x{s}: the measurement was disturbed ('{' / '.join(noisy)}' noisy even after re-measuring "
+                "interleaved), no conclusion"
+            )
+            continue
         good = rows[exp.preferred].ours[i]
         bad = max(rows[j].ours[i] for j in exp.violating)
         fastest = max(range(len(rows)), key=lambda j: rows[j].ours[i])
@@ -248,12 +269,18 @@ def _verdict(exp: Experiment, rows: list[RowResult], scales: Sequence[int]) -> t
             f"'{' / '.join(rows[j].label for j in exp.violating)}' (paper {_paper_speedup(exp, i):.2f}x), "
             f"fastest '{rows[fastest].label}'"
         )
-    if all(holds):
+    decided = [(s, h) for s, h in zip(scales, holds) if h is not None]
+    disturbed = [s for s, h in zip(scales, holds) if h is None]
+    if not decided:
+        verdict = "no conclusion: the measurement was disturbed"
+    elif all(h for _, h in decided):
         verdict = "holds here"
-    elif any(holds):
-        verdict = "holds here at " + ", ".join(f"x{s}" for s, h in zip(scales, holds) if h) + " only"
+    elif any(h for _, h in decided):
+        verdict = "holds here at " + ", ".join(f"x{s}" for s, h in decided if h) + " only"
     else:
         verdict = "does not hold here"
+    if decided and disturbed:
+        verdict += " (no conclusion at " + ", ".join(f"x{s}" for s in disturbed) + ": the measurement was disturbed)"
     return tuple(holds), verdict, "; ".join(parts)
 
 
@@ -277,6 +304,8 @@ def run_guidelines(
     (the median is kept too). ``scales`` picks channel multipliers from 1, 2, 4.
     Each row's throughput sits beside the paper's CPU and GPU figures. At each scale the guideline holds when its
     preferred design is more than 5% faster than the design violating it most and no row is more than 5% faster than it.
+    The rows of a table are timed interleaved; a noisy one has them all timed again (see
+    :func:`mobilezoo.benchmark.benchmark_interleaved`), and a scale where a row stays noisy draws no conclusion.
     """
     scales = tuple(scales)
     if not scales or any(s not in SCALES for s in scales) or len(set(scales)) != len(scales):
@@ -287,7 +316,9 @@ def run_guidelines(
     start = time.perf_counter()
     tables = []
     for exp in (e for e in EXPERIMENTS if e.guideline in guidelines):
-        per_row: list[dict[str, list]] = [{"madds": [], "ours": [], "ms": [], "min": []} for _ in exp.rows]
+        per_row: list[dict[str, list]] = [
+            {"madds": [], "ours": [], "ms": [], "min": [], "noisy": [], "noise": []} for _ in exp.rows
+        ]
         for s in scales:
             nets = [(exp.build(**row.settings, scale=s), row.label) for row in exp.rows]
             results = benchmark_interleaved(
@@ -304,6 +335,8 @@ def run_guidelines(
                 acc["ours"].append(batch_size / (res.min_ms / 1e3))
                 acc["ms"].append(res.median_ms)
                 acc["min"].append(res.min_ms)
+                acc["noisy"].append(res.noisy)
+                acc["noise"].append(res.noise.to_dict() if res.noise is not None else {})
         idx = [SCALES.index(s) for s in scales]
         rows = []
         for row, acc in zip(exp.rows, per_row):
@@ -317,6 +350,8 @@ def run_guidelines(
                     ours=tuple(acc["ours"]),
                     median_ms=tuple(acc["ms"]),
                     min_ms=tuple(acc["min"]),
+                    noisy=tuple(acc["noisy"]),
+                    noise=tuple(acc["noise"]),
                 )
             )
         first = rows[0]

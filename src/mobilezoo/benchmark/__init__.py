@@ -6,14 +6,23 @@ Every measurement puts the model in ``eval()`` (its mode is restored afterwards)
 minimum latency, the throughput at the median, the peak memory (and what exactly was measured), and the environment.
 
 :func:`compare` runs two models interleaved (A B, B A, A B ...) in one process and reports the latency ratio of every pair,
-the honest way to compare on a noisy machine: both see the same background load.
+the honest way to compare on a noisy machine: both see the same background load. A measurement whose samples are far
+apart (the machine's load disturbed it) is re-measured, all candidates interleaved again, and if it stays noisy it says
+so (``BenchResult.noisy``, the figures and thresholds in ``BenchResult.noise``): draw no conclusion from it.
 """
 
 from mobilezoo.benchmark.backends import BACKENDS, INT8_CALIBRATION, Prepared, available_backends, prepare
 from mobilezoo.benchmark.environment import environment
 from mobilezoo.benchmark.harness import (
+    MAX_IQR_OVER_MEDIAN,
+    MAX_MEDIAN_OVER_MIN,
+    MAX_PASS_RATIO,
+    REMEASURE,
     BenchResult,
+    Candidate,
     Comparison,
+    Noise,
+    assess_noise,
     benchmark,
     benchmark_interleaved,
     compare,
@@ -26,11 +35,18 @@ from mobilezoo.benchmark.suite import Suite, SuiteEntry, plot_suite, run_suite
 __all__ = [
     "BACKENDS",
     "INT8_CALIBRATION",
+    "MAX_IQR_OVER_MEDIAN",
+    "MAX_MEDIAN_OVER_MIN",
+    "MAX_PASS_RATIO",
+    "REMEASURE",
     "BenchResult",
+    "Candidate",
     "Comparison",
+    "Noise",
     "Prepared",
     "Suite",
     "SuiteEntry",
+    "assess_noise",
     "available_backends",
     "benchmark",
     "benchmark_interleaved",

@@ -108,16 +108,17 @@ def run_bench(args: argparse.Namespace) -> int:
         _write_json(suite.to_dict(), args.json)
         if quiet:
             return 0
-    fastest = suite.fastest()
+    fastest, undecided = suite.fastest(), suite.undecided()
     rows = []
     for e in suite.entries:
         r = e.ours
-        best = "*" if r is not None and fastest[(e.model, e.batch_size)] is e else ""
+        best = "*" if r is not None and fastest.get((e.model, e.batch_size)) is e else ""
+        median = (f"{r.median_ms:,.2f}" + (" (noisy)" if e.noisy else "")) if r else None
         row = [
             e.model,
             e.backend + best,
             e.batch_size,
-            r.median_ms if r else None,
+            median,
             r.p90_ms if r else None,
             r.throughput if r else None,
             r.peak_memory_bytes / 2**20 if r and r.peak_memory_bytes else None,
@@ -125,10 +126,16 @@ def run_bench(args: argparse.Namespace) -> int:
         ]
         if args.vs:
             c = e.comparison
-            row += [c.reference.median_ms if c else None, c.median_ratio if c else None]
-        row.append(e.error or "")
+            ratio = (f"{c.median_ratio:,.2f}" + (" (noisy)" if c.noisy else "")) if c else None
+            row += [c.reference.median_ms if c else None, ratio]
+        notes = [e.error] if e.error else []
+        if e.noisy:
+            noisy = [x for x in ((e.comparison.ours, e.comparison.reference) if e.comparison else (r,)) if x.noisy]
+            notes += [f"{x.model}: {x.noise.summary()}" if e.comparison else x.noise.summary() for x in noisy]
+        row.append("; ".join(notes))
         rows.append(row)
-    columns = ["model", "backend (* fastest)", "batch", "median ms", "p90 ms", "img/s", "peak MiB", "added MiB"]
+    columns = ["model", "backend (* fastest)", "batch", "median ms", "p90 ms", "img/s", "peak MiB"]
+    columns.append("added MiB")
     if args.vs:
         columns += ["torchvision ms", "ours/tv (paired median)"]
     columns.append("note")
@@ -138,6 +145,12 @@ def run_bench(args: argparse.Namespace) -> int:
         f"torch {env['torch']}, {args.resolution}px"
     )
     print_table(rows, columns, title=title)
+    for (model, b), noisy in undecided.items():
+        console.print(
+            f"{model} batch {b}: no fastest backend named, the measurement was disturbed "
+            f"(noisy after re-measuring: {', '.join(noisy)})",
+            markup=False,
+        )
     return 0
 
 
@@ -165,7 +178,7 @@ def run_guidelines_cmd(args: argparse.Namespace) -> int:
                 r.madds[i] / 1e6,
                 r.paper_gpu[i],
                 r.paper_cpu[i],
-                r.ours[i],
+                f"{r.ours[i]:,.2f}" + (" (noisy)" if r.noisy_at(i) else ""),
                 r.paper_ratio[i],
                 r.ours_ratio[i],
             )

@@ -2,7 +2,10 @@
 
 The tables come from :func:`mobilezoo.complexity.tables.textbook_tables`, the very function behind ``mobilezoo tables``,
 so the two always agree. Counts (MAdds, params) come from :func:`mobilezoo.complexity.profile` on the meta device;
-latencies from :func:`mobilezoo.benchmark.benchmark` (eval, inference mode, warm-up, fixed threads, median and p90).
+latencies from :mod:`mobilezoo.benchmark` (eval, inference mode, warm-up, fixed threads, median and p90). A latency
+that the machine's load disturbed (see :class:`mobilezoo.benchmark.Noise`) is re-measured interleaved with what it is
+compared against (the model's other backends; a sweep's points are measured interleaved from the start); one that
+stays noisy is marked as such, and the report draws no conclusion from it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ class Latency:
     p90_ms: float | None = None
     throughput: float | None = None  # images/s at the median
     error: str | None = None
+    noisy: bool = False  # the machine's load disturbed it even after re-measuring: no conclusion is drawn from it
+    noise: dict[str, Any] | None = None  # mobilezoo.benchmark.Noise.to_dict(): the figures, thresholds, re-measurements
+
+    @classmethod
+    def of(cls, result: Any) -> Latency:
+        """From a :class:`mobilezoo.benchmark.BenchResult`."""
+        noise = result.noise.to_dict() if result.noise is not None else None
+        return cls(result.backend, result.median_ms, result.p90_ms, result.throughput, None, result.noisy, noise)
 
     @property
     def exact(self) -> bool:
@@ -44,8 +55,11 @@ class Latency:
 
 
 def _fastest(latencies: Sequence[Latency], exact_only: bool = False) -> Latency | None:
+    """The lowest median among those that ran; None when none ran or one of them is noisy (the claim is undecided)."""
     ran = [lat for lat in latencies if lat.median_ms is not None and (lat.exact or not exact_only)]
-    return min(ran, key=lambda lat: lat.median_ms) if ran else None
+    if not ran or any(lat.noisy for lat in ran):
+        return None
+    return min(ran, key=lambda lat: lat.median_ms)
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,11 @@ class ModelEntry:
     def fastest_exact(self) -> Latency | None:
         return _fastest(self.latencies, exact_only=True)
 
+    @property
+    def noisy_backends(self) -> tuple[str, ...]:
+        """The backends whose latency stayed noisy: while there is one, no fastest backend is named."""
+        return tuple(lat.backend for lat in self.latencies if lat.noisy)
+
     def latency(self, backend: str) -> Latency | None:
         return next((lat for lat in self.latencies if lat.backend == backend), None)
 
@@ -78,6 +97,7 @@ class ModelEntry:
         out["latencies"] = [lat.to_dict() for lat in self.latencies]
         out["fastest"] = self.fastest.backend if self.fastest else None
         out["fastest_exact"] = self.fastest_exact.backend if self.fastest_exact else None
+        out["noisy_backends"] = list(self.noisy_backends)
         return out
 
 
@@ -108,12 +128,17 @@ class SweepResult:
     def reference(self) -> SweepRow:
         return next((r for r in self.rows if r.multiplier == 1.0), max(self.rows, key=lambda r: r.multiplier))
 
+    def noisy_multipliers(self, j: int) -> list[float]:
+        """The points whose latency on the ``j``-th sweep backend stayed noisy (no conclusion is drawn from them)."""
+        return [r.multiplier for r in self.rows if r.latencies[j].noisy]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "family": self.family,
             "kind": self.kind,
             "reference_multiplier": self.reference.multiplier,
             "rows": [r.to_dict() for r in self.rows],
+            "noisy": {lat.backend: self.noisy_multipliers(j) for j, lat in enumerate(self.reference.latencies)},
         }
 
 
@@ -192,6 +217,10 @@ class _Measurer:
             self._built = (key, create_model(name, **kwargs))
         return self._built[1]
 
+    def _settings(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return dict(batch_size=cfg.batch_size, threads=self.threads, warmup=cfg.warmup, iters=cfg.iters)
+
     def latency(self, name: str, backend: str, resolution: int, kwargs: dict[str, Any] | None = None) -> Latency:
         from mobilezoo.benchmark import benchmark
 
@@ -200,19 +229,58 @@ class _Measurer:
         if key not in self.cache:
             self.progress(f"latency {name}{kwargs or ''} @{resolution}px on {backend}")
             try:
-                r = benchmark(
-                    self._model(name, kwargs),
-                    backend=backend,
-                    batch_size=self.cfg.batch_size,
-                    resolution=resolution,
-                    threads=self.threads,
-                    warmup=self.cfg.warmup,
-                    iters=self.cfg.iters,
-                )
-                self.cache[key] = Latency(backend, r.median_ms, r.p90_ms, r.throughput)
+                model = self._model(name, kwargs)
+                r = benchmark(model, backend=backend, resolution=resolution, **self._settings())
+                self.cache[key] = Latency.of(r)
             except Exception as e:  # one failing export must not sink a long report: the cell shows the error
-                self.cache[key] = Latency(backend, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+                self.cache[key] = Latency(backend, error=_error(e))
         return self.cache[key]
+
+    def model_latencies(self, name: str, resolution: int, backends: Sequence[str]) -> tuple[Latency, ...]:
+        """The model on each backend; if one stayed noisy, all that ran are timed again together, interleaved.
+
+        They are the candidates of the "fastest backend" comparison, so they are re-measured under the same load.
+        """
+        from mobilezoo.benchmark import Candidate, benchmark_interleaved
+
+        lats = [self.latency(name, b, resolution) for b in backends]
+        ran = [i for i, lat in enumerate(lats) if lat.median_ms is not None]
+        if len(ran) < 2 or not any(lats[i].noisy for i in ran):
+            return tuple(lats)
+        self.progress(f"latency {name} @{resolution}px: re-measuring {len(ran)} backends interleaved (noisy)")
+        model = self._model(name, {})
+        cands = [Candidate(model, name, backend=lats[i].backend) for i in ran]
+        try:
+            results = benchmark_interleaved(cands, resolution=resolution, **self._settings())
+        except Exception:  # the first measurements stand, noisy flags and all
+            return tuple(lats)
+        for i, r in zip(ran, results):
+            lats[i] = self.cache[(name, repr([]), resolution, lats[i].backend)] = Latency.of(r)
+        return tuple(lats)
+
+    def sweep_latencies(self, spec: SweepSpec, backend: str) -> list[Latency]:
+        """All points of a sweep on one backend, measured interleaved in one run (the same load for every point).
+
+        If the joint run fails (one point's export, say), each point is measured on its own instead.
+        """
+        from mobilezoo.benchmark import Candidate, benchmark_interleaved
+        from mobilezoo.registry import create_model
+
+        self.progress(f"{spec.family} {spec.kind} sweep on {backend}: {len(spec.points)} points interleaved")
+        try:
+            self._built = None  # the sweep's models replace the cached one
+            cands = [
+                Candidate(create_model(p.model, **p.model_kwargs), p.model, resolution=p.resolution)
+                for p in spec.points
+            ]
+            results = benchmark_interleaved(cands, backend=backend, **self._settings())
+            return [Latency.of(r) for r in results]
+        except Exception:
+            return [self.latency(p.model, backend, p.resolution, p.model_kwargs) for p in spec.points]
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
 def _counts(name: str, resolution: int, kwargs: dict[str, Any] | None = None) -> tuple[float, float]:
@@ -227,7 +295,7 @@ def _model_entry(name: str, measurer: _Measurer | None, backends: Sequence[str])
 
     card = model_card(name)
     madds, params = _counts(name, card.resolution)
-    lats = tuple(measurer.latency(name, b, card.resolution) for b in backends) if measurer else ()
+    lats = measurer.model_latencies(name, card.resolution, backends) if measurer else ()
     return ModelEntry(
         name,
         card.family,
@@ -242,10 +310,11 @@ def _model_entry(name: str, measurer: _Measurer | None, backends: Sequence[str])
 
 
 def _sweep(spec: SweepSpec, measurer: _Measurer, backends: Sequence[str]) -> SweepResult:
+    per_backend = [measurer.sweep_latencies(spec, b) for b in backends]  # [backend][point]
     rows = []
-    for p in spec.points:
+    for i, p in enumerate(spec.points):
         madds, _ = _counts(p.model, p.resolution, p.model_kwargs)
-        lats = tuple(measurer.latency(p.model, b, p.resolution, p.model_kwargs) for b in backends)
+        lats = tuple(lats[i] for lats in per_backend)
         rows.append(SweepRow(p.multiplier, p.model, p.resolution, dict(p.model_kwargs), madds, lats))
     return SweepResult(spec.family, spec.kind, tuple(rows))
 

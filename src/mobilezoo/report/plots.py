@@ -106,18 +106,25 @@ def plot_backends(entries: Sequence[ModelEntry], backends: Sequence[str], path: 
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(backends))
     for j, b in enumerate(backends):
-        xs, ys = [], []
+        xs, ys, hatches = [], [], []
         for i, e in enumerate(measured):
             lat = e.latency(b)
             if lat is not None and lat.median_ms is not None:
                 xs.append(i + (j - (len(backends) - 1) / 2) * width)
                 ys.append(lat.median_ms)
-        ax.bar(xs, ys, width=width, label=b)
+                hatches.append("xx" if lat.noisy else None)  # disturbed by the machine's load
+        bars = ax.bar(xs, ys, width=width, label=b)
+        for bar, hatch in zip(bars, hatches):
+            if hatch:
+                bar.set_hatch(hatch)
+                bar.set_edgecolor("red")
     ax.set_xticks(range(len(measured)), [e.name for e in measured], rotation=30, ha="right", fontsize=7)
     ax.set_yscale("log")
     _plain_log(ax.yaxis)
     ax.set_ylabel("median latency, ms (log scale)")
-    ax.set_title(f"Latency per backend\n{subtitle}", fontsize=10)
+    noisy = any(lat.noisy for e in measured for lat in e.latencies)
+    title = "Latency per backend" + (" (red cross-hatched: noisy, disturbed by the load)" if noisy else "")
+    ax.set_title(f"{title}\n{subtitle}", fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.25)
     ax.legend(fontsize=7)
     fig.savefig(path)
@@ -140,6 +147,17 @@ def plot_sweeps(family: str, sweeps: Sequence[SweepResult], path: Path) -> Path:
                 continue
             pts = [(r.multiplier, r.latencies[j].median_ms) for r in sweep.rows if r.latencies[j].median_ms]
             ax.plot([p[0] for p in pts], [p[1] / lat.median_ms for p in pts], "s-", label=f"latency, {lat.backend}")
+            noisy = [(r.multiplier, r.latencies[j].median_ms) for r in sweep.rows if r.latencies[j].noisy]
+            if noisy:  # disturbed by the machine's load: drawn, crossed out, no conclusion
+                ax.scatter(
+                    [p[0] for p in noisy],
+                    [p[1] / lat.median_ms for p in noisy],
+                    marker="x",
+                    color="red",
+                    s=70,
+                    zorder=4,
+                    label=f"noisy (disturbed), {lat.backend}",
+                )
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
         ticks = [

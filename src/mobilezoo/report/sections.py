@@ -1,7 +1,9 @@
 """The report's content as format-neutral sections (paragraphs, tables, images) that ``render`` writes as md or html.
 
 Numbers are formatted as ``mobilezoo tables`` prints them (floats with two decimals and thousands separators, ints
-with separators, top-1 with one decimal), so a reader can diff the two.
+with separators, top-1 with one decimal), so a reader can diff the two. A latency that stayed noisy after re-measuring
+is shown with the mark :data:`NOISY` and no conclusion is drawn from it: no fastest backend, no ratio, no "latency
+follows / lags MAdds" finding; the sentence says the measurement was disturbed instead.
 """
 
 from __future__ import annotations
@@ -41,6 +43,21 @@ class Section:
     id: str
     title: str
     blocks: list[Block]
+
+
+NOISY = "noisy"  # the mark of a latency the machine's load disturbed (see mobilezoo.benchmark.Noise)
+DISTURBED = "disturbed (noisy)"  # instead of a conclusion drawn from a noisy latency
+
+
+def _noise_rule() -> str:
+    from mobilezoo.benchmark import MAX_IQR_OVER_MEDIAN, MAX_MEDIAN_OVER_MIN, MAX_PASS_RATIO
+
+    return (
+        f"A latency is marked {NOISY} when its timed calls are far apart (interquartile range above "
+        f"{MAX_IQR_OVER_MEDIAN:g} x the median, or the median above {MAX_MEDIAN_OVER_MIN:g} x the fastest call) or its "
+        f"steady passes disagree by more than {MAX_PASS_RATIO:g}x, even after being re-measured interleaved with what "
+        "it is compared against: the machine's load disturbed it, and no conclusion is drawn from it."
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -86,12 +103,13 @@ def _ms(lat: Latency | None) -> str:
         return "-"
     if lat.median_ms is None:
         return "error"
-    return f"{lat.median_ms:,.2f} ({lat.p90_ms:,.2f})"
+    return f"{lat.median_ms:,.2f} ({lat.p90_ms:,.2f})" + (f" {NOISY}" if lat.noisy else "")
 
 
 def latency_table(models: list[ModelEntry], backends: tuple[str, ...]) -> Table:
     notes: list[str] = []
     rows = []
+    any_noisy = False
     for e in models:
         cells = [e.name, fmt(e.madds_m)]
         for b in backends:
@@ -102,8 +120,10 @@ def latency_table(models: list[ModelEntry], backends: tuple[str, ...]) -> Table:
                 cell += f" [{len(notes)}]"
             cells.append(cell)
         best, exact, eager = e.fastest, e.fastest_exact, e.latency("eager")
-        cells.append(best.backend if best else "-")
-        cells.append(exact.backend if exact else "-")
+        undecided = DISTURBED if e.noisy_backends else "-"
+        any_noisy = any_noisy or bool(e.noisy_backends)
+        cells.append(best.backend if best else undecided)
+        cells.append(exact.backend if exact else undecided)
         speedup = eager.median_ms / best.median_ms if best and eager and eager.median_ms else None
         cells.append(f"{speedup:.2f}x" if speedup else "-")
         rows.append(cells)
@@ -112,7 +132,13 @@ def latency_table(models: list[ModelEntry], backends: tuple[str, ...]) -> Table:
     notes.insert(
         0, "Exact backends compute the float model; int8 quantization changes the outputs (see `mobilezoo export`)."
     )
+    if any_noisy:
+        notes.insert(1, _noise_rule() + " No fastest backend is named for a model with a noisy latency.")
     return Table(columns, rows, "Latency per call, batch of one image", notes)
+
+
+def _unmeasured(e: ModelEntry) -> str:
+    return DISTURBED if e.noisy_backends else "not measured"
 
 
 def pareto_table(models: tuple[ModelEntry, ...]) -> Table:
@@ -132,7 +158,7 @@ def pareto_table(models: tuple[ModelEntry, ...]) -> Table:
                 fmt(e.madds_m),
                 fmt(e.paper_params_m),
                 fmt(e.params_m),
-                f"{lat.median_ms:,.2f} ({lat.backend})" if lat else "not measured",
+                f"{lat.median_ms:,.2f} ({lat.backend})" if lat else _unmeasured(e),
                 " + ".join(k for k, on in (("MAdds", on_madds), ("latency", on_lat)) if e.name in on) or "-",
             ]
         )
@@ -151,22 +177,37 @@ def _sweep_table(sweep: SweepResult) -> Table:
         for lat, ref_lat in zip(r.latencies, ref.latencies):
             cells.append(_ms(lat))
             ok = lat.median_ms and ref_lat.median_ms
-            cells.append(f"{lat.median_ms / ref_lat.median_ms:.3f}" if ok else "-")
-            cells.append(f"{1e3 * lat.median_ms / r.madds_m:,.2f}" if lat.median_ms else "-")
+            mark = f" {NOISY}" if lat.noisy or ref_lat.noisy else ""
+            cells.append(f"{lat.median_ms / ref_lat.median_ms:.3f}{mark}" if ok else "-")
+            cells.append(f"{1e3 * lat.median_ms / r.madds_m:,.2f}{mark}" if lat.median_ms else "-")
         rows.append(cells)
     columns = [symbol, "model", "px", "MAdds M", f"MAdds / {symbol}={ref.multiplier:.3g}"]
     for lat in ref.latencies:
         columns += [f"{lat.backend} ms median (p90)", "latency ratio", "µs per M MAdds"]
-    return Table(columns, rows, f"{sweep.family}, {sweep.kind} sweep")
+    notes = ["The points of a sweep are timed interleaved (one call of each per round), so they share the same load."]
+    if any(lat.noisy for r in sweep.rows for lat in r.latencies):
+        notes.append(_noise_rule())
+    return Table(columns, rows, f"{sweep.family}, {sweep.kind} sweep", notes)
 
 
 def sweep_finding(sweep: SweepResult) -> str:
-    """Where latency stops following MAdds: the smallest point's ratios and the first point that lags by 1.5x."""
+    """Where latency stops following MAdds: the smallest point's ratios and the first point that lags by 1.5x.
+
+    No finding is drawn for a backend with a noisy point: the sentence says the measurement was disturbed instead.
+    """
     ref = sweep.reference
     symbol = ALPHA if sweep.kind == "width" else RHO
     smallest = min(sweep.rows, key=lambda r: r.multiplier)
     parts = []
     for j, ref_lat in enumerate(ref.latencies):
+        noisy = sweep.noisy_multipliers(j)
+        if noisy:
+            where = ", ".join(f"{symbol} = {m:.3g}" for m in noisy)
+            parts.append(
+                f"{ref_lat.backend}: the measurement was disturbed (noisy at {where} even after re-measuring "
+                f"interleaved), so no conclusion about latency against MAdds is drawn from this sweep."
+            )
+            continue
         lat = smallest.latencies[j]
         if not (lat.median_ms and ref_lat.median_ms):
             continue
@@ -200,9 +241,11 @@ DETECTION_MADDS = 500.0  # the paper's Light-Head R-CNN backbones are at ~500 MF
 def table_5_13(models: tuple[ModelEntry, ...], threads: Any) -> Table:
     rows = []
     for label, family, mmap, fps in TABLE_5_13:
-        cands = [e for e in models if e.family == family and e.fastest_exact]
+        cands = [e for e in models if e.family == family and any(lat.median_ms for lat in e.latencies)]
         e = min(cands, key=lambda e: abs(math.log(e.madds_m / DETECTION_MADDS)), default=None)
         eager = e.latency("eager") if e else None
+        exact = e.fastest_exact if e else None
+        eager_cell = fmt(eager.throughput, 1) if eager and eager.throughput else "-"
         rows.append(
             [
                 label,
@@ -210,8 +253,8 @@ def table_5_13(models: tuple[ModelEntry, ...], threads: Any) -> Table:
                 str(fps),
                 e.name if e else "not measured",
                 fmt(e.madds_m) if e else "-",
-                fmt(eager.throughput, 1) if eager and eager.throughput else "-",
-                f"{e.fastest_exact.throughput:,.1f} ({e.fastest_exact.backend})" if e else "-",
+                eager_cell + (f" {NOISY}" if eager and eager.noisy else ""),
+                f"{exact.throughput:,.1f} ({exact.backend})" if exact else (_unmeasured(e) if e else "-"),
             ]
         )
     columns = ["backbone", "mmAP % (textbook)", "GPU images/s (textbook)", "our classification model", "MAdds M"]
@@ -235,6 +278,7 @@ def machine_table(data: ReportData) -> Table:
         ["mode", cfg.mode],
         ["batch size / dtype", f"{cfg.batch_size} / float32, device cpu"],
         ["warm-up / timed calls", f"{cfg.warmup} / {cfg.iters} per cell"],
+        ["noise test", _noise_rule()],
         ["build time", ", ".join(f"{k} {v:.1f} s" for k, v in data.seconds.items())],
     ]
     return Table(["what", "value"], rows, "Machine, versions and settings")
@@ -258,6 +302,19 @@ def sections(data: ReportData, pngs: dict[str, Path]) -> list[Section]:
         summary.append(
             f"Warning: the machine was busy (1-minute load average {load:.1f} on {cpus} usable CPUs): latencies are "
             "inflated and noisier than on an idle machine. The counts are unaffected."
+        )
+    noisy = [f"{e.name} on {b}" for e in data.models for b in e.noisy_backends]
+    noisy += [
+        f"{s.family} {s.kind} sweep on {lat.backend} at {ALPHA if s.kind == 'width' else RHO} = {m:.3g}"
+        for s in data.sweeps
+        for j, lat in enumerate(s.reference.latencies)
+        for m in s.noisy_multipliers(j)
+    ]
+    if noisy:
+        summary.append(
+            f"Warning: {len(noisy)} latency measurement(s) stayed noisy after re-measuring interleaved "
+            f"({'; '.join(noisy)}): the machine's load disturbed them. They are marked {NOISY}, and no conclusion "
+            "(fastest backend, ratio, latency against MAdds) is drawn from them."
         )
     out = [Section("summary", "Summary", list(summary))]
     out.append(Section("tables", "The textbook's tables, recomputed", [textbook_table(t) for t in data.tables]))
