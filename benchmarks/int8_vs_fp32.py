@@ -32,6 +32,7 @@ from mobilezoo import create_model
 from mobilezoo.benchmark.environment import environment
 from mobilezoo.deploy import compare_accuracy, export_onnx, onnx_session, quantize
 from mobilezoo.deploy.calibration import image_batches, labelled, random_batches
+from mobilezoo.policies import FAIR_SPIN
 
 MODELS = (
     "mobilenet_v1",
@@ -63,9 +64,9 @@ def time_side_by_side(
     thread, :func:`mobilezoo.deploy.onnx_session` with ``streams=threads``), and ``best`` pairs fp32 and int8 each run
     the way (one call with all threads, or streams) that has the lower median.
     """
-    sessions = {k: onnx_session(p, threads) for k, p in paths.items()}
+    sessions = {k: onnx_session(p, threads, spin=FAIR_SPIN) for k, p in paths.items()}
     if streams and batch > 1 and threads > 1:
-        sessions |= {f"{k}@streams": onnx_session(paths[k], threads, streams=threads) for k in STREAMED}
+        sessions |= {f"{k}@streams": onnx_session(paths[k], threads, streams=threads, spin=FAIR_SPIN) for k in STREAMED}
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
     for s in sessions.values():
         for _ in range(3):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import onnx
 import pytest
 import torch
@@ -17,7 +14,6 @@ from mobilezoo.deploy import (
     count_batchnorms,
     export_onnx,
     export_torch,
-    fastest_backend,
     fuse,
     load_onnx,
     onnx_parity,
@@ -122,14 +118,6 @@ def test_unshuffle_computes_the_same_function(name: str, compat: bool) -> None:
         unshuffle(create_model("shufflenet_v1_g3_x1_0"))
 
 
-def test_onnx_session_threads_do_not_spin_unless_asked(tmp_path) -> None:
-    path = export_onnx(create_model("mobilenet_v3_small"), tmp_path / "m.onnx", resolution=32).path
-    key = "session.intra_op.allow_spinning"
-    assert onnx_session(path, threads=2).get_session_options().get_session_config_entry(key) == "0"
-    with pytest.raises(RuntimeError, match="does not have configuration"):  # ONNX Runtime's default: spinning
-        onnx_session(path, threads=2, spin=True).get_session_options().get_session_config_entry(key)
-
-
 def test_onnx_session_streams_split_the_batch(tmp_path) -> None:
     from mobilezoo.deploy.streams import StreamedSession
 
@@ -224,27 +212,6 @@ def test_torch_export_bad_input(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ auto and CLI
-
-
-def test_fastest_backend_picks_the_fastest_that_runs(monkeypatch) -> None:
-    medians = {"eager": 5.0, "torchscript": 3.0, "onnxruntime": 2.0, "onnxruntime-int8": 1.0}
-
-    def benchmark(model, *, backend, batch_size, **kw):
-        if backend == "torchscript":
-            raise RuntimeError("script failed")
-        return types.SimpleNamespace(median_ms=medians[backend], throughput=1000 * batch_size / medians[backend])
-
-    fake = types.ModuleType("mobilezoo.benchmark")
-    fake.benchmark = benchmark
-    fake.available_backends = lambda: (*medians, "compile")
-    monkeypatch.setitem(sys.modules, "mobilezoo.benchmark", fake)
-    choice = fastest_backend("mobilenet_v2", 4)
-    assert choice.best == "onnxruntime" and choice.median_ms == 2.0
-    assert set(choice.results) == {"eager", "torchscript", "onnxruntime"}
-    assert "script failed" in choice.results["torchscript"]["error"]
-    assert fastest_backend("mobilenet_v2", 4, include_int8=True).best == "onnxruntime-int8"
-    with pytest.raises(ValueError, match="batch_size"):
-        fastest_backend("mobilenet_v2", 0)
 
 
 def test_cli_export(tmp_path, capsys) -> None:

@@ -11,7 +11,15 @@ apart (the machine's load disturbed it) is re-measured, all candidates interleav
 so (``BenchResult.noisy``, the figures and thresholds in ``BenchResult.noise``): draw no conclusion from it.
 """
 
-from mobilezoo.benchmark.backends import BACKENDS, INT8_CALIBRATION, Prepared, available_backends, prepare
+from mobilezoo.benchmark.auto import BackendChoice, default_backends, fastest_backend
+from mobilezoo.benchmark.backends import (
+    BACKENDS,
+    INT8_CALIBRATION,
+    Prepared,
+    available_backends,
+    precision,
+    prepare,
+)
 from mobilezoo.benchmark.environment import environment
 from mobilezoo.benchmark.harness import (
     MAX_IQR_OVER_MEDIAN,
@@ -39,6 +47,7 @@ __all__ = [
     "MAX_MEDIAN_OVER_MIN",
     "MAX_PASS_RATIO",
     "REMEASURE",
+    "BackendChoice",
     "BenchResult",
     "Candidate",
     "Comparison",
@@ -51,10 +60,13 @@ __all__ = [
     "benchmark",
     "benchmark_interleaved",
     "compare",
+    "default_backends",
     "environment",
     "eval_mode",
+    "fastest_backend",
     "fixed_threads",
     "plot_suite",
+    "precision",
     "prepare",
     "run_suite",
     "torchvision_counterpart",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,17 @@ BACKENDS = (
     "onnxruntime-int8",
     "onnxruntime-int8-streams",
     "openvino",
+    "openvino-bf16",
+    "openvino-int8",
 )
+OPENVINO_BACKENDS = ("openvino", "openvino-bf16", "openvino-int8")
+# what each backend computes in: "fp32" ones give eager PyTorch's outputs to rounding; the others change the numbers
+PRECISION = {
+    "onnxruntime-int8": "int8",
+    "onnxruntime-int8-streams": "int8",
+    "openvino-int8": "int8",
+    "openvino-bf16": "bf16",
+}
 INT8_CALIBRATION = "the benchmark's own input (seeded N(0, 1) images), in batches of up to 8"
 
 
@@ -50,10 +61,19 @@ class Prepared:
         return torch.as_tensor(np.asarray(out)) if not isinstance(out, Tensor) else out.detach().float().cpu()
 
 
+def precision(backend: str) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"int8"``: what ``backend`` computes in (see :data:`PRECISION`)."""
+    return PRECISION.get(backend, "fp32")
+
+
 def available_backends() -> tuple[str, ...]:
-    """The backends that can run here (``openvino`` needs the optional ``openvino`` package)."""
+    """The backends that can run here: the OpenVINO ones need the ``openvino`` package, ``openvino-bf16`` a CPU with
+    bf16 arithmetic (AVX-512 BF16 or AMX; elsewhere it would compute what ``openvino`` does)."""
+    from mobilezoo.machine import cpu_info
+
     have_ov = package_version("openvino") is not None
-    return tuple(b for b in BACKENDS if b != "openvino" or have_ov)
+    bf16 = cpu_info().bf16 is not None
+    return tuple(b for b in BACKENDS if b not in OPENVINO_BACKENDS or (have_ov and (b != "openvino-bf16" or bf16)))
 
 
 # ---------------------------------------------------------------- backends
@@ -89,11 +109,43 @@ def _torchscript(model: nn.Module, x: Tensor, dev: torch.device, threads: int, t
     return Prepared(lambda: traced(xd), notes="torch.jit.trace + freeze + optimize_for_inference")
 
 
+# files exported once and shared by every backend prepared inside one `shared_exports()` block (the auto backend's
+# candidates all start from the same ONNX export, and the int8 ones from the same calibrated model)
+_SHARED: dict[tuple, tuple[Path, str]] = {}
+_SHARED_DIR: list[Path] = []
+
+
+@contextlib.contextmanager
+def shared_exports() -> Iterator[None]:
+    """Within this block, backends prepared for the same model and input share their ONNX and int8 files."""
+    if _SHARED_DIR:  # nested: the outer block owns the files
+        yield
+        return
+    _SHARED_DIR.append(Path(tempfile.mkdtemp(prefix="mobilezoo-shared-")))
+    try:
+        yield
+    finally:
+        shutil.rmtree(_SHARED_DIR.pop(), ignore_errors=True)
+        _SHARED.clear()
+
+
+def _shared(key: tuple, tmp: Path, make: Callable[[Path], tuple[Path, str]]) -> tuple[Path, str]:
+    if not _SHARED_DIR:
+        return make(tmp)
+    if key not in _SHARED:
+        folder = Path(tempfile.mkdtemp(dir=_SHARED_DIR[0]))
+        _SHARED[key] = make(folder)
+    return _SHARED[key]
+
+
 def _onnx_file(model: nn.Module, x: Tensor, tmp: Path) -> tuple[Path, str]:
     from mobilezoo.deploy import export_onnx
 
-    exp = export_onnx(model, tmp / "model.onnx", resolution=(x.shape[2], x.shape[3]), dynamic_batch=True)
-    return exp.path, f"ONNX {exp.exporter} exporter, opset {exp.opset}"
+    def make(folder: Path) -> tuple[Path, str]:
+        exp = export_onnx(model, folder / "model.onnx", resolution=(x.shape[2], x.shape[3]), dynamic_batch=True)
+        return exp.path, f"ONNX {exp.exporter} exporter, opset {exp.opset}"
+
+    return _shared(("onnx", id(model), tuple(x.shape[1:])), tmp, make)
 
 
 def _streams(batch: int, threads: int) -> int:
@@ -103,9 +155,12 @@ def _streams(batch: int, threads: int) -> int:
 
 def _session(path: Path, x: Tensor, threads: int, note: str, dtype: str, streamed: bool) -> Prepared:
     from mobilezoo.deploy import onnx_session
+    from mobilezoo.policies import FAIR_SPIN
 
     streams = _streams(x.shape[0], threads) if streamed else 1
-    session = onnx_session(path, threads, streams=streams)
+    # spinning only while a run is in progress: as fast as ONNX Runtime's default alone, and an idle session does not
+    # spin on the cores of the one being timed next to it (see mobilezoo.policies.ort_spin)
+    session = onnx_session(path, threads, streams=streams, spin=FAIR_SPIN)
     feed = {session.get_inputs()[0].name: x.numpy()}
     if streamed:
         note += (
@@ -120,38 +175,79 @@ def _onnxruntime(
     model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path, streamed: bool = False
 ) -> Prepared:
     path, note = _onnx_file(model, x, tmp)
-    return _session(path, x, threads, note + "; ONNX Runtime CPU, all graph optimizations", "float32", streamed)
+    return _session(
+        path,
+        x,
+        threads,
+        note + "; ONNX Runtime CPU, all graph optimizations, spinning during runs",
+        "float32",
+        streamed,
+    )
+
+
+def _int8_file(model: nn.Module, x: Tensor, tmp: Path, target: str) -> tuple[Path, str]:
+    from mobilezoo.deploy import quantize
+    from mobilezoo.deploy.onnx_export import architecture
+    from mobilezoo.policies import float_stem
+
+    path, note = _onnx_file(model, x, tmp)
+    stem = bool(float_stem(architecture(path), target).value)  # the only target-dependent choice
+
+    def make(folder: Path) -> tuple[Path, str]:
+        q = quantize(
+            path, list(torch.split(x, 8)), out_path=folder / "model.int8.onnx", per_channel=True, target=target
+        )
+        return q.path, (
+            f"; static int8 QDQ, per-channel {8 - q.reduce_range}-bit weights, uint8 activations, "
+            f"{q.calibrate_method} calibration on {INT8_CALIBRATION}; {len(q.nodes_kept_float)} nodes kept float"
+        )
+
+    qpath, qnote = _shared(("int8", id(model), tuple(x.shape), stem), tmp, make)
+    return qpath, note + qnote
 
 
 def _onnxruntime_int8(
     model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path, streamed: bool = False
 ) -> Prepared:
-    from mobilezoo.deploy import quantize
+    path, note = _int8_file(model, x, tmp, "onnxruntime")
+    return _session(path, x, threads, note, "int8 weights and activations (QDQ), float32 input/output", streamed)
 
-    path, note = _onnx_file(model, x, tmp)
-    q = quantize(path, list(torch.split(x, 8)), out_path=tmp / "model.int8.onnx", per_channel=True, quant_format="qdq")
-    note += (
-        f"; static int8 QDQ, per-channel int8 weights, uint8 activations, {q.calibrate_method} calibration on "
-        f"{INT8_CALIBRATION}; {len(q.nodes_kept_float)} nodes kept float"
-    )
-    return _session(q.path, x, threads, note, "int8 weights and activations (QDQ), float32 input/output", streamed)
+
+def _openvino_run(path: Path, x: Tensor, threads: int, precision: str) -> Callable[[], Any]:
+    from mobilezoo.deploy import openvino_model
+
+    compiled = openvino_model(path, threads, precision=precision)
+    arr = x.numpy()
+    try:
+        compiled.run(arr)  # OpenVINO compiles some kernels on the first call, and may fail there
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip().startswith("[CPU]")), str(e)[:200])
+        raise RuntimeError(f"OpenVINO failed to run the model: {first}") from None
+    return lambda: compiled.run(arr)
 
 
 def _openvino(model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path) -> Prepared:
-    import openvino as ov
-
     path, note = _onnx_file(model, x, tmp)
-    core = ov.Core()
     # f32: OpenVINO otherwise computes in bf16 on CPUs that have it, changing the numbers
-    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-    request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
-    arr = x.numpy()
+    return Prepared(_openvino_run(path, x, threads, "f32"), notes=note + "; OpenVINO CPU, f32, latency hint")
 
-    def run() -> Any:
-        request.infer({0: arr})
-        return request.get_output_tensor(0).data
 
-    return Prepared(run, notes=note + "; OpenVINO CPU, f32, latency hint")
+def _openvino_bf16(model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path) -> Prepared:
+    path, note = _onnx_file(model, x, tmp)
+    return Prepared(
+        _openvino_run(path, x, threads, "bf16"),
+        dtype="bfloat16 compute, float32 input/output",
+        notes=note + "; OpenVINO CPU, bf16 inference precision (its default on this CPU), latency hint",
+    )
+
+
+def _openvino_int8(model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path) -> Prepared:
+    path, note = _int8_file(model, x, tmp, "openvino")
+    return Prepared(
+        _openvino_run(path, x, threads, "f32"),
+        dtype="int8 weights and activations (QDQ), float32 input/output",
+        notes=note + "; OpenVINO CPU (the QDQ model as ONNX Runtime's int8 backend gets it), latency hint",
+    )
 
 
 _PREPARERS: dict[str, Callable[[nn.Module, Tensor, torch.device, int, Path], Prepared]] = {
@@ -164,6 +260,8 @@ _PREPARERS: dict[str, Callable[[nn.Module, Tensor, torch.device, int, Path], Pre
     "onnxruntime-int8": _onnxruntime_int8,
     "onnxruntime-int8-streams": functools.partial(_onnxruntime_int8, streamed=True),
     "openvino": _openvino,
+    "openvino-bf16": _openvino_bf16,
+    "openvino-int8": _openvino_int8,
 }
 
 

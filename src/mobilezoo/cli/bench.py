@@ -18,8 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--backend",
         default="eager",
         help="comma-separated: eager, channels_last, compile, torchscript, onnxruntime, onnxruntime-streams, "
-        "onnxruntime-int8, onnxruntime-int8-streams, openvino ('-streams': the batch split over the threads); "
-        "'all' for every available one; 'auto' picks the fastest exact backend per model",
+        "onnxruntime-int8, onnxruntime-int8-streams, openvino, openvino-bf16, openvino-int8 ('-streams': the batch "
+        "split over the threads); "
+        "'all' for every available one; 'auto' measures them side by side and picks the fastest per model",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["exact", "any"],
+        default="exact",
+        help="with --backend auto: 'exact' (fp32 outputs, the default) or 'any' (int8 and bf16 too, labelled)",
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="with --backend auto: measure again instead of the cached choice"
     )
     p.add_argument("--batch-size", default="1", help="comma-separated batch sizes, e.g. 1,32")
     p.add_argument("--resolution", type=int, default=224)
@@ -54,11 +64,20 @@ def _write_json(obj: dict, dest: str) -> None:
 
 
 def _auto(args: argparse.Namespace, models: list[str]) -> int:
-    from mobilezoo.deploy import fastest_backend
+    from mobilezoo.benchmark import fastest_backend
 
     sizes = [int(b) for b in args.batch_size.split(",") if b.strip()]
     choices = [
-        fastest_backend(m, b, resolution=args.resolution, threads=args.threads, warmup=args.warmup, iters=args.iters)
+        fastest_backend(
+            m,
+            b,
+            resolution=args.resolution,
+            threads=args.threads,
+            warmup=args.warmup,
+            iters=args.iters,
+            allowed=args.precision,
+            use_cache=not args.fresh,
+        )
         for m in models
         for b in sizes
     ]
@@ -66,8 +85,19 @@ def _auto(args: argparse.Namespace, models: list[str]) -> int:
         _write_json({"auto": [c.to_dict() for c in choices]}, args.json)
         if args.json == "-":
             return 0
-    rows = [(c.model, c.batch_size, c.best, c.median_ms, c.throughput) for c in choices]
-    print_table(rows, ["model", "batch", "fastest backend", "median ms", "img/s"], title="auto backend choice")
+    rows = []
+    for c in choices:
+        others = sorted((r["median_ms"], n) for n, r in c.results.items() if "median_ms" in r and n != c.best)
+        runner_up = f"{others[0][1]} {others[0][0]:,.2f} ms" if others else None
+        note = (
+            "cached" if c.cached else ("" if c.decided else "noisy: the pick is a guess, re-run on a quieter machine")
+        )
+        errors = [f"{n}: {r['error']}" for n, r in c.results.items() if "error" in r]
+        rows.append((c.model, c.batch_size, c.best, c.precision, c.median_ms, c.throughput, runner_up,
+                     "; ".join([note, *errors] if note else errors)))  # fmt: skip
+    title = f"auto backend choice ({args.precision} precision) on {choices[0].cpu}" if choices else "auto"
+    columns = ["model", "batch", "fastest backend", "computes in", "median ms", "img/s", "runner-up", "note"]
+    print_table(rows, columns, title=title)
     return 0
 
 

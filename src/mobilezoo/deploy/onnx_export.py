@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from mobilezoo.deploy._common import as_hw, as_model, example_input, output_path
+from mobilezoo.deploy.sessions import onnx_session
 
 MIN_OPSET = 17  # the issue's floor; HardSwish needs 14, LayerNorm-free nets need nothing newer
 MAX_OPSET_LEGACY = 20  # torch.onnx's TorchScript exporter stops at 20
@@ -93,51 +93,6 @@ def load_onnx(path: str | PathLike) -> onnx.ModelProto:
     if not model.graph.node or not model.graph.input:
         raise ValueError(f"{str(path)!r} is not a valid ONNX model: its graph is empty")
     return model
-
-
-def onnx_session(path: str | PathLike, threads: int | None = None, *, spin: bool = False, streams: int = 1) -> Any:
-    """An ONNX Runtime CPU ``InferenceSession`` with all graph optimizations and ``threads`` intra-op threads.
-
-    ``spin=False`` (the default) stops the intra-op threads from busy-waiting after each run. ONNX Runtime's default
-    (spinning) barely helps one session alone (1% here) but wrecks any side-by-side measurement: the idle session's
-    threads spin on the cores the other one runs on. On 2 cores, timing two 2-thread sessions call by call made
-    both 3.5x slower and bent their ratio (ShuffleNet V2, batch 1: 22.8 ms each instead of 6.7 ms).
-    ``streams > 1`` returns a :class:`~mobilezoo.deploy.streams.StreamedSession`: each call splits the batch into
-    ``streams`` slices run at once, each with ``threads // streams`` threads (``threads`` must be a multiple of
-    ``streams``; None means all cores). That is how int8 models use several cores at batch > 1 (see its module).
-    A missing file raises FileNotFoundError; a file ONNX Runtime cannot load as a model raises ValueError.
-    """
-    import onnxruntime as ort
-
-    from mobilezoo.deploy.streams import StreamedSession
-
-    path = Path(path)
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
-    if not isinstance(streams, int) or streams < 1:
-        raise ValueError(f"streams must be an integer >= 1, got {streams!r}")
-    if streams > 1:
-        total = threads if threads is not None else os.cpu_count() or 1
-        if total % streams:
-            raise ValueError(f"threads ({total}) must be a multiple of streams ({streams}): each stream gets its share")
-        return StreamedSession(onnx_session(path, total // streams, spin=spin), streams)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX file {str(path)!r} does not exist")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if not spin:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ORT's pybind errors (InvalidProtobuf, InvalidArgument, InvalidGraph, Fail) share no base
-        if type(e).__module__.startswith("onnxruntime"):
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"{str(path)!r} is not a valid ONNX model: {first}") from None
-        raise
 
 
 def _outputs(out: Tensor | list | tuple) -> list[Tensor]:

@@ -1,25 +1,24 @@
 """int8 post-training quantization with ONNX Runtime's tools, and fp32-vs-int8 accuracy comparison.
 
-The defaults are what measurement on this code base found (``benchmarks/results/int8_vs_fp32.md``; ONNX Runtime's
-profiler on an AVX2 CPU without VNNI, 2 threads):
+The defaults are policies of the machine at hand (:mod:`mobilezoo.policies`), each with the measurement behind it:
 
-- ``reduce_range=True`` (7-bit weights). Without VNNI, ONNX Runtime's uint8 x int8 kernels add pairs of products in
-  int16 (``vpmaddubsw``), which saturates with 8-bit weights; 7-bit weights cannot. On the digits, 8-bit weights
-  cost ShuffleNet V2 4.1 points and ShuffleNet V1 8.3 (agreement with fp32 86.4% and 75.9%), and MobileNetV3-Small
-  1.5 while its stem was quantized; 7-bit ones at most 0.3.
-- ``exclude=("float-stem", "last-gemm")``. The classifier stays in float: an int8 classifier cost ShuffleNet V1 7.6
-  points on the digits (agreement with fp32 76%; 89% with it in float) and the others nothing, for no measurable
-  speed. ``float-stem`` keeps the modules :data:`FLOAT_STEM` names for the model's architecture in float: MobileNetV3's
-  stem conv and first block. Its int8 stem, a 3-channel 3x3 conv, was slower than fp32 (batch 32, 1 thread: 14.4 ms
-  against 12.5 ms with the hard-swish fused in), quantizing the image and moving it to NHWC cost 4.8 ms more, and the
-  stem's hard-swish is the largest uint8 product of the net (16x112x112). After the first block the float-to-uint8
-  boundary is a 16x56x56 tensor, a quarter of the stem's output. In paired runs with 2 threads, MobileNetV3-Small's
-  int8/fp32 went from 1.00-1.04 to 1.11-1.18 at batch 1 and from 0.86-0.88 to 1.06-1.08 at batch 32, and
-  MobileNetV3-Large's from 1.05 to 1.13 and from 1.10 to 1.22; the benchmark's variant pass has V3-Small at batch
-  32 going from 0.89 to 1.08. The same cut did not pay elsewhere: MobileNetV2 went from 1.40 to 1.27 at batch 1,
-  and a float stem and MaxPool took ShuffleNet V1 from 1.03 to 0.86. Keeping just the first conv in float (the usual
-  advice) bought no accuracy and made ONNX Runtime run the ShuffleNets' following MaxPool on uint8 in NCHW layout:
-  43 ms of ShuffleNet V2's 208 ms at batch 32.
+- the weight range (:func:`mobilezoo.policies.int8_weight_bits`): 7-bit weights (``reduce_range``) on a CPU without
+  an int8 dot product (VNNI, AMX), where ONNX Runtime's uint8 x int8 kernels add pairs of products in int16
+  (``vpmaddubsw``), which saturates with 8-bit weights; 8-bit weights where products are summed in int32. On an AMD
+  EPYC (AVX2) 8-bit weights cost ShuffleNet V2 4.1 points on the digits and ShuffleNet V1 8.3 (agreement with fp32
+  86.4% and 75.9%), and MobileNetV3-Small 1.5 while its stem was quantized; 7-bit ones at most 0.3.
+- ``exclude=("float-stem-if-faster", "last-gemm")``. The classifier stays in float: an int8 classifier cost
+  ShuffleNet V1 7.6 points on the digits (agreement with fp32 76%; 89% with it in float) and the others nothing, for
+  no measurable speed. ``float-stem-if-faster`` keeps the modules :data:`FLOAT_STEM` names for the model's
+  architecture (MobileNetV3's stem conv and first block) in float where :func:`mobilezoo.policies.float_stem` says
+  so for the target runtime (``float-stem`` keeps them in float regardless). On an AMD EPYC with ONNX Runtime the
+  int8 stem, a 3-channel 3x3 conv, was slower than fp32 (batch 32, 1 thread: 14.4 ms against 12.5 ms with the
+  hard-swish fused in), quantizing the image and moving it to NHWC cost 4.8 ms more, and the stem's hard-swish is
+  the largest uint8 product of the net (16x112x112); MobileNetV3-Small's int8/fp32 went from 1.00-1.04 to 1.11-1.18
+  at batch 1 with it. The same cut did not pay elsewhere: MobileNetV2 went from 1.40 to 1.27 at batch 1, and a float
+  stem and MaxPool took ShuffleNet V1 from 1.03 to 0.86. Keeping just the first conv in float (the usual advice)
+  bought no accuracy and made ONNX Runtime run the ShuffleNets' following MaxPool on uint8 in NCHW layout: 43 ms of
+  ShuffleNet V2's 208 ms at batch 32.
 - ``rewrites``: :mod:`mobilezoo.deploy.int8_rewrites` computes MobileNetV3's hard-sigmoids on uint8 (ONNX Runtime
   has no integer HardSigmoid and ran each one in float between a DequantizeLinear and a QuantizeLinear) and turns
   ShuffleNet V1's shortcut average pools into depthwise convs (``QLinearAveragePool`` was slower than all its
@@ -43,13 +42,15 @@ from torch import nn
 
 from mobilezoo.deploy._common import as_model, output_path
 from mobilezoo.deploy.int8_rewrites import REWRITES, avgpool_as_conv, uint8_hardsigmoid
-from mobilezoo.deploy.onnx_export import MIN_OPSET, architecture, export_onnx, load_onnx, onnx_session
+from mobilezoo.deploy.onnx_export import MIN_OPSET, architecture, export_onnx, load_onnx
+from mobilezoo.deploy.sessions import onnx_session
 
 METHODS = ("static", "dynamic")
 FORMATS = ("qdq", "qoperator")
 CALIBRATIONS = ("minmax", "percentile", "entropy")
-DEFAULT_EXCLUDE: tuple[str, ...] = ("float-stem", "last-gemm")
-POSITIONS = ("first-conv", "float-stem", "last-gemm")
+DEFAULT_EXCLUDE: tuple[str, ...] = ("float-stem-if-faster", "last-gemm")
+POSITIONS = ("first-conv", "float-stem", "float-stem-if-faster", "last-gemm")
+TARGETS = ("onnxruntime", "openvino")
 # the modules that "float-stem" keeps in float, by the class name export_onnx() records (measured: module docstring)
 FLOAT_STEM: dict[str, tuple[str, ...]] = {"MobileNetV3": ("features.0", "features.1")}
 _SHAPE_OPS = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Constant", "Identity",
@@ -173,11 +174,19 @@ def _scope(module: str) -> str:
     return "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/"
 
 
-def _resolve_exclude(graph: onnx.GraphProto, exclude: str | Sequence[str] | None, arch: str | None) -> list[str]:
+def _resolve_exclude(
+    graph: onnx.GraphProto, exclude: str | Sequence[str] | None, arch: str | None, target: str = "onnxruntime"
+) -> list[str]:
     """Node names to keep in float: entries are node names, op types (every node of that type), or positions."""
+    from mobilezoo.policies import float_stem
+
     if exclude is None:
         return []
     entries = [exclude] if isinstance(exclude, str) else list(exclude)
+    if "float-stem-if-faster" in entries:
+        keep = arch in FLOAT_STEM and bool(float_stem(arch, target).value)
+        entries = [("float-stem" if keep else None) if e == "float-stem-if-faster" else e for e in entries]
+        entries = [e for e in entries if e is not None]
     nodes = list(graph.node)
     names: list[str] = []
     op_types = {n.op_type for n in nodes}
@@ -262,10 +271,11 @@ def quantize(
     resolution: int | tuple[int, int] = 224,
     exclude: str | Sequence[str] | None = DEFAULT_EXCLUDE,
     quant_format: str = "qdq",
-    reduce_range: bool = True,
+    reduce_range: bool | None = None,
     calibrate_method: str = "minmax",
     rewrites: Sequence[str] = REWRITES,
     opset: int = MIN_OPSET,
+    target: str = "onnxruntime",
 ) -> QuantizedModel:
     """Quantize a model to int8 ONNX with ONNX Runtime's ``quantize_static`` (or ``quantize_dynamic``).
 
@@ -278,13 +288,21 @@ def quantize(
     warns when the graph has neither. ``rewrites`` names the
     exact graph rewrites of :mod:`mobilezoo.deploy.int8_rewrites` to apply (all by default; ``()`` for ONNX
     Runtime's graph as is). Activations are uint8 (asymmetric), weights int8 (symmetric, 7-bit with
-    ``reduce_range``), per output channel by default.
+    ``reduce_range``), per output channel by default. ``reduce_range=None`` follows this CPU's policy
+    (:func:`mobilezoo.policies.int8_weight_bits`: 7-bit without an int8 dot product). ``target`` is the runtime the
+    file is for (``"onnxruntime"`` or ``"openvino"``): ``float-stem-if-faster`` follows that runtime's measured policy.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from mobilezoo.policies import int8_weight_bits
+
     if method not in METHODS:
         raise ValueError(f"unknown quantization method {method!r}; expected one of {METHODS}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown target runtime {target!r}; expected one of {TARGETS}")
+    if reduce_range is None:
+        reduce_range = int8_weight_bits().value == 7
     if quant_format not in FORMATS:
         raise ValueError(f"unknown quant_format {quant_format!r}; expected one of {FORMATS}")
     unknown = [r for r in rewrites if r not in REWRITES] if not isinstance(rewrites, str) else [rewrites]
@@ -316,7 +334,7 @@ def quantize(
         if "avgpool-as-conv" in rewrites:
             prepared, counts["avgpool-as-conv"] = avgpool_as_conv(prepared)
         onnx.save(prepared, str(pre))
-        excluded = _resolve_exclude(prepared.graph, exclude, arch)
+        excluded = _resolve_exclude(prepared.graph, exclude, arch, target)
         reader = None
         if method == "static":
             reader = _Reader(calibration_data, input_name)
