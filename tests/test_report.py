@@ -198,6 +198,14 @@ def test_html_renders_its_images_in_chromium(report: dict, tmp_path: Path) -> No
     assert _images_loaded(browser, tmp_path / "broken.html", tmp_path / "profile") == (n - 1, n)
 
 
+def test_report_text_cites_only_what_the_user_has(report: dict) -> None:
+    from tests.test_citations import unfollowable
+
+    for key in ("markdown", "html"):
+        text = Path(report[key]).read_text()
+        assert not unfollowable(text), unfollowable(text)
+
+
 def test_pareto_frontier() -> None:
     # (cost, accuracy): lower cost and higher accuracy are better
     pts = [(10.0, 60.0), (5.0, 50.0), (20.0, 55.0), (40.0, 70.0), (10.0, 58.0), (3.0, 50.0)]

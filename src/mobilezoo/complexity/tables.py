@@ -1,7 +1,7 @@
 """The textbook's complexity tables 5-2, 5-3, 5-10, 5-11 and 5-12, regenerated from the models by the profiler.
 
-Each row shows the textbook's figure, the paper's where it differs, the reference count (``paper_numbers.csv`` or
-``NOTES.md``), ours, and the difference. A row *reproduces* when our params equal the reference count exactly, our
+Each row shows the textbook's figure, the paper's where it differs, the reference count (``paper_numbers.csv``, or
+the row's own where the paper counts differently, e.g. without the FC layer), ours, and the difference. A row *reproduces* when our params equal the reference count exactly, our
 MAdds are within 0.5% of the reference count (2% of the paper where there is no count), the paper's figures are met
 (MAdds within 2%, params equal to ours rounded or truncated to the paper's digits, with or without BN) or the row
 carries a flag naming a known inconsistency of the paper or the textbook, and the stage channels match.

@@ -1,8 +1,8 @@
-"""The rows of the textbook's complexity tables 5-2, 5-3, 5-10, 5-11 and 5-12 (``TEXTBOOK.md``) and of the papers' errata.
+"""The rows of the textbook's complexity tables 5-2, 5-3, 5-10, 5-11 and 5-12 and of the papers' errata.
 
 Each row names the registered model that regenerates it, the ``paper_numbers.csv`` variant holding the paper's figures
 and the reference count, the convention (FC included or not), and, where the paper or the textbook is inconsistent,
-a flag naming the item of ``NOTES.md`` / ``TEXTBOOK.md`` that explains it.
+a flag that explains the inconsistency and names the paper table or public source it rests on.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ class RowSpec:
     counted_on: str = ""  # picks the paper_numbers.csv row whose counted_on contains this
     exclude_fc: bool = False
     conv_only: bool = False
-    reference_madds: float | None = None  # overrides the CSV count (e.g. the FC-excluded counts of NOTES.md item 8)
+    reference_madds: float | None = None  # overrides the CSV count (e.g. ShuffleNet V1 Table 1's FC-excluded counts)
     paper_madds: float | None = None  # overrides the CSV paper figure (e.g. a figure quoted by another paper)
     channels: tuple[int, ...] | None = None  # textbook stage output channels (Tables 5-11, 5-12)
-    flag: str | None = None  # a known inconsistency of the paper or the textbook (NOTES.md / TEXTBOOK.md)
+    flag: str | None = None  # a known inconsistency of the paper or the textbook, explained with its source
     note: str = ""
 
 
@@ -53,11 +53,14 @@ def _spec(
 
 
 _V1_IN_V2 = (
-    "MobileNetV2's Table 4 quotes MobileNet V1 at 575M, reproducible by neither paper nor count (NOTES.md item 6)"
+    "MobileNetV2's Table 4 (Sandler et al. 2018) quotes MobileNet V1 at 575M, reproducible by neither MobileNet V1's "
+    "own paper (Howard et al. 2017, Table 8: 569M) nor the count (568.74M)"
 )
 _SNV1_FLAG = (
-    "ShuffleNet V1 is inconsistent about the FC: Table 1 is the FC-excluded count, Table 5 (292/524M) the FC-included "
-    "one (NOTES.md item 8); with the FC g=1..8 count 143.1/140.8/137.5/134.3/138.4M"
+    "ShuffleNet V1 (Zhang et al. 2018) is inconsistent about the FC layer: Table 1's 143/140/137/133/137M are "
+    "reproduced exactly only without it (142.50/140.04/136.50/133.25/136.83M), while Table 5's 292/524M (1.5x/2x) "
+    "match the count with it (official code, megvii-model/ShuffleNet-Series); with the FC g=1..8 count "
+    "143.1/140.8/137.5/134.3/138.4M"
 )
 _SNV1 = ((1, 144, 288, 576, 143, 142.50), (2, 200, 400, 800, 140, 140.04), (3, 240, 480, 960, 137, 136.50),
          (4, 272, 544, 1088, 133, 133.25), (8, 384, 768, 1536, 137, 136.83))  # fmt: skip
@@ -110,7 +113,8 @@ TABLES: tuple[TableSpec, ...] = (
                 71.5,
                 conv_only=True,
                 reference_madds=15346.6,
-                note="15300M counts the convolutions only (15,346.6M); with the 3 FC layers 15,470.3M (NOTES.md item 12)",
+                note="MobileNets Table 8's 15300M counts the convolutions only (15,346.6M); with the 3 FC layers "
+                "(123.6M) 15,470.3M, torchvision's VGG-16 figure (its metadata's 15.47 'GFLOPS' are multiply-adds)",
             ),
             _spec(
                 "GoogleNet",
@@ -120,8 +124,10 @@ TABLES: tuple[TableSpec, ...] = (
                 6.8,
                 69.8,
                 counted_on="paper-faithful",
-                flag="1550M / 6.8M are not reproducible: the published net counts 1,582.7M / 7.00M "
-                "(6,990,272 weights / 1024 / 1000 = 6.83 may be how 6.8 arose); NOTES.md item 11",
+                flag="MobileNets Table 8's 1550M / 6.8M are not reproducible: the published network (Szegedy et al. "
+                "2015, Table 1: true 5x5 branches, no BN) counts 1,582.7M / 7.00M; 6,990,272 weights / 1024 / 1000 = "
+                "6.83 may be how 6.8 arose (a guess). torchvision's googlenet differs (3x3 in place of 5x5, with BN: "
+                "1,498M / 6.62M)",
             ),
             _spec("MobileNet V1", "mobilenet_v1", "mobilenet_v1_1.0_224", 569, 4.2, 70.6, flag=_V1_IN_V2),
             _spec(
@@ -140,7 +146,9 @@ TABLES: tuple[TableSpec, ...] = (
                 219,
                 5.4,
                 75.2,
-                note="paper 219M vs the count 216.6M (TF README 217M): a counting convention (NOTES.md item 3)",
+                note="paper Table 3 says 219M, the TF-slim README (tensorflow/models, research/slim/nets/mobilenet) "
+                "217M, and the same architecture counts 216.6M here, in torchvision and in timm: a ~1% counting "
+                "convention",
             ),
             _spec(
                 "MobileNet V3-Small",
@@ -151,7 +159,8 @@ TABLES: tuple[TableSpec, ...] = (
                 67.4,
                 model_kwargs={"last_channel": 1280},
                 flag="66M is not reproducible with either head (ours ~56.9M with the pre-v5 1280 head the textbook "
-                "prints; 2.9M params do need it); the final paper (v5) says 56M / 2.5M with a 1024 head (NOTES.md item 1)",
+                "prints; 2.9M params do need it); the final paper (arXiv:1905.02244v5, Tables 2 and 3) says 56M / "
+                "2.5M with a 1024 head",
             ),
         ),
     ),
@@ -187,7 +196,10 @@ TABLES: tuple[TableSpec, ...] = (
                 params,
                 counted_on="official",
                 channels=(24, s2, 2 * s2, 4 * s2, c5),
-                note="paper 41M vs the count 40.48M (0.5M convention gap, NOTES.md item 10)" if width == "0.5x" else "",
+                note="paper Table 5 says 41M; the official architecture (megvii-model/ShuffleNet-Series) counts "
+                "40.48M here and in torchvision: a 0.5M counting-convention gap"
+                if width == "0.5x"
+                else "",
             )
             for width, suffix, variant, s2, c5, mf, params in _SNV2
         ),
@@ -219,8 +231,9 @@ ERRATA = TableSpec(
             None,
             None,
             reference_madds=582.20,
-            flag="paper Table 4 says 6.9M / 585M; the released checkpoint and the architecture are 6.06M (no BN) / "
-            "582.2M (NOTES.md item 5)",
+            flag="paper Table 4 (Sandler et al. 2018) says 6.9M / 585M; the released checkpoint (TF-slim README, "
+            "tensorflow/models) and the architecture (here, torchvision, timm) are 6.06M (no BN) / 582.2M, and no "
+            "configuration gives 6.9M",
         ),
         _spec(
             "MobileNet V3-Small (final paper, 1024 head)",
@@ -229,7 +242,7 @@ ERRATA = TableSpec(
             None,
             None,
             None,
-            note="arXiv v5 corrected the pre-v5 66M / 2.9M to 56M / 2.5M (NOTES.md item 1)",
+            note="arXiv:1905.02244v5 (Table 3) corrected the pre-v5 66M / 2.9M to 56M / 2.5M",
         ),
     ),
 )

@@ -3,7 +3,8 @@
 The unit is the official one (megvii-model/ShuffleNet-Series ``ShuffleNetV1/blocks.py``): the bottleneck is a quarter
 of the unit's output channels even in stride-2 units, the first 1x1 of stage 2 is not grouped (24 input channels),
 and the classifier has no bias. Counted with the FC, g=3 1.0x is 1,864,728 params / 137.46M MAdds; the paper's
-Table 1 complexities (143/140/137/133/137M) are the FC-excluded counts (NOTES.md item 8).
+Table 1 complexities (143/140/137/133/137M) are the counts without the FC layer (142.50/140.04/136.50/133.25/136.83M),
+while its Table 5 figures (292/524M for g=3 1.5x/2x) include it.
 """
 
 from __future__ import annotations

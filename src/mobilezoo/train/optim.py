@@ -1,9 +1,10 @@
 """Optimizers, weight-decay parameter groups and learning-rate schedules.
 
 :class:`RMSpropTF` reproduces TensorFlow 1's ``tf.train.RMSPropOptimizer`` (the optimizer of MobileNet V1/V2/V3), whose
-update differs from ``torch.optim.RMSprop`` in three ways (RECIPES.md §6; the behaviour timm's ``RMSpropTF`` also
-copies): the mean-square accumulator starts at 1 rather than 0, epsilon is added inside the square root, and the
-learning rate is folded into the momentum buffer (a changed lr only scales new gradients)::
+update differs from ``torch.optim.RMSprop`` in three ways (TensorFlow 1's ``training/rmsprop.py``; timm's
+``RMSpropTF`` copies the same behaviour and documents it): the mean-square accumulator starts at 1 rather than 0,
+epsilon is added inside the square root, and the learning rate is folded into the momentum buffer (a changed lr only
+scales new gradients)::
 
     ms  <- rho * ms + (1 - rho) * g^2                 (ms starts at 1)
     mom <- momentum * mom + lr * g / sqrt(ms + eps)

@@ -1,7 +1,7 @@
 """The named training recipes (``modern``, and ``paper`` per model family) and the data sets' own defaults.
 
-Recipes and their sources are in ``../shared/reference/RECIPES.md`` (papers' §§ and official code); the
-TF-vs-PyTorch translations applied here: dropout as a drop probability (TF keep_prob 0.8 -> 0.2), RMSprop with TF
+Each recipe's ``source`` names the paper sections and official code it follows; the TF-vs-PyTorch translations
+applied here: dropout as a drop probability (TF keep_prob 0.8 -> 0.2), RMSprop with TF
 semantics (``rmsprop_tf``: epsilon inside the square root, accumulator starting at 1, lr folded into momentum), slim's
 L2 ``s`` as coupled ``weight_decay=s`` with no decay on depthwise filters, BN/bias never decayed, and learning rates
 given at the paper's batch size and scaled linearly to ours (Goyal et al., arXiv:1706.02677).
