@@ -189,8 +189,8 @@ def _outputs(model: nn.Module, backend: str, x: torch.Tensor) -> tuple[torch.Ten
             prepared.cleanup()
 
 
-# compiling takes minutes on 2 cores (one tiny model only, below); int8 changes the numbers (its own test)
-EXACT = [b for b in available_backends() if b not in ("compile", "onnxruntime-int8", "onnxruntime-int8-streams")]
+# compiling takes minutes on 2 cores (one tiny model only, below); int8 and bf16 change the numbers (int8: its own test)
+EXACT = [b for b in available_backends() if b != "compile" and bench_backends.precision(b) == "fp32"]
 
 
 @pytest.mark.parametrize("backend", EXACT)
