@@ -9,7 +9,9 @@ Two sources share one interface (a Dataset yielding ``(image, label)`` with ``cl
 
 Randomness of the augmentations is a pure function of ``(seed, epoch, index)`` (see :class:`SeededDataset`), so a run
 resumed in the middle of an epoch, or split over several processes, draws exactly the same augmented images.
-Images that fail to decode are skipped with a warning; the collate function counts them for the run's summary.
+Every image file is decoded by :func:`load_image` (training, evaluation, prediction, int8 calibration), to what an
+image viewer shows: first frame, EXIF orientation applied, 16-bit scaled by 65535, transparency on white. Images that
+fail to decode are skipped with a warning; the collate function counts them for the run's summary.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import datasets
@@ -88,23 +91,104 @@ class BuiltinDigits(Dataset):
         return img, self.targets[index]
 
 
-def _load_image(path: str, mode: str) -> Image.Image:
-    with open(path, "rb") as f:
-        img = Image.open(f)
+# torchvision's extensions plus what cameras, phones and scanners also write; a file with one of these names that does
+# not decode is skipped with a warning (HEIC/HEIF, an iPhone's default, needs a Pillow plugin), never silently ignored
+IMAGE_EXTENSIONS = tuple(
+    sorted({*datasets.folder.IMG_EXTENSIONS, ".gif", ".jfif", ".jpe", ".pbm", ".pnm", ".avif", ".heic", ".heif"})
+)
+BACKGROUND = 255  # transparent pixels are composited on white, as a viewer on a white page shows them
+_GRAY16 = ("I;16", "I;16B", "I;16L", "I;16N")
+LOW_BITS_WARNING = (
+    "16-bit grayscale images whose values stay below 4096 (12-bit data in a 16-bit file?) are scaled by 65535, as "
+    "image viewers show them: dark, with at most 16 gray levels; rescale such files to the full 16-bit range to keep "
+    "their detail"
+)
+
+
+def image_mode(in_chans: int) -> str:
+    """The PIL mode a model with ``in_chans`` input channels reads: ``"L"`` for 1, ``"RGB"`` for 3."""
+    if in_chans not in (1, 3):
+        raise ValueError(f"images are read as 1-channel (L) or 3-channel (RGB), got in_chans={in_chans!r}")
+    return "L" if in_chans == 1 else "RGB"
+
+
+def load_image(path: str | Path, mode: str = "RGB") -> Image.Image:
+    """Decode an image file to an 8-bit ``"RGB"`` or ``"L"`` PIL image showing what an image viewer shows.
+
+    The one decoder of every path that reads image files (folders for training, evaluation and int8 calibration,
+    ``predict``): the first frame of a multi-frame file (GIF, TIFF, APNG); the EXIF orientation applied; high bit
+    depths scaled by their full range (16-bit grayscale ``I;16``/``I;16B`` by 65535, so a 12-bit image stored in 16
+    bits is as dark as a viewer shows it, with a warning; 16-bit RGB is reduced by Pillow the same way; 32-bit
+    integer ``I`` must hold 0..65535 and is read as 16-bit); 32-bit float ``F`` read as 0 = black, 1 = white;
+    transparency (alpha, or a palette's or PNG tRNS transparent colour) composited on white; palettes, 1-bit,
+    CMYK (Adobe-inverted JPEGs included), YCbCr and LAB converted by Pillow; RGB to ``"L"`` by ITU-R 601 luma.
+    Embedded ICC colour profiles are not applied (values are taken as sRGB, as torchvision and timm read them).
+
+    Raises ``ValueError`` for an unknown ``mode`` or pixel values outside their type's range (non-finite or outside
+    [0, 1] floats, integers outside 0..65535), and Pillow's ``OSError``/``UnidentifiedImageError`` for files that do
+    not decode (all in :data:`DECODE_ERRORS`).
+    """
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"images are loaded as 'RGB' or 'L', got mode={mode!r}")
+    # from a file object, not a path: Pillow 13 memory-maps uncompressed TIFFs opened by path and then garbles
+    # those whose orientation tag swaps width and height (it maps the buffer at the rotated size)
+    with open(path, "rb") as f, Image.open(f) as img:
+        img.seek(0)  # the first frame of an animation or a multi-page scan
         img.load()
-        return img.convert(mode)
+        img = ImageOps.exif_transpose(img)  # a copy, rotated/flipped as the camera's orientation tag says
+    if img.mode in (*_GRAY16, "I", "F"):
+        return _high_depth_gray(img, path).convert(mode)
+    if "A" in img.mode or "a" in img.mode or "transparency" in img.info:
+        if img.mode == "La":  # premultiplied: Pillow converts it to straight alpha (LA) only
+            img = img.convert("LA")
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (BACKGROUND,) * 4), rgba)
+    return img.convert(mode)
+
+
+def _high_depth_gray(img: Image.Image, path: str | Path) -> Image.Image:
+    """A 16-bit, 32-bit integer or 32-bit float grayscale image as 8-bit ``"L"``, scaled by its type's full range."""
+    arr = np.asarray(img)
+    if img.mode == "F":
+        if not np.isfinite(arr).all():
+            raise ValueError(f"float image {str(path)!r} holds non-finite values (NaN or infinity)")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"float image {str(path)!r} holds values in [{lo:g}, {hi:g}]; float images are read as 0 = black, "
+                f"1 = white: rescale it to [0, 1] or save it as 8- or 16-bit"
+            )
+        gray = np.rint(arr.astype(np.float64) * 255.0)
+    else:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 65535:
+            raise ValueError(
+                f"{img.mode!r} image {str(path)!r} holds values in [{lo}, {hi}]; integer grayscale images are read "
+                f"as 16-bit (0..65535): save it as 8- or 16-bit"
+            )
+        if hi < 4096:
+            warnings.warn(LOW_BITS_WARNING, stacklevel=3)
+        gray = np.rint(arr.astype(np.float64) / 257.0)  # 65535 -> 255: value * 255 / 65535
+    out = gray.astype(np.uint8)
+    transparent = img.info.get("transparency")  # a 16-bit PNG's tRNS: one gray value is see-through
+    if isinstance(transparent, int) and img.mode != "F":
+        out[arr == transparent] = BACKGROUND
+    return Image.fromarray(out)  # uint8 (H, W): mode "L"
 
 
 class ImageFolderSafe(datasets.ImageFolder):
-    """``torchvision.datasets.ImageFolder`` whose undecodable images come back as ``None`` (with a warning).
+    """``torchvision.datasets.ImageFolder`` read through :func:`load_image`; undecodable images come back as ``None``.
 
-    ``mode`` is the PIL mode images are converted to: ``"L"`` for ``in_chans=1``, ``"RGB"`` for 3.
+    ``mode`` is the PIL mode images are converted to: ``"L"`` for ``in_chans=1``, ``"RGB"`` for 3. Files with one of
+    :data:`IMAGE_EXTENSIONS` count as images; one that fails to decode is skipped with a warning naming it.
     """
 
     def __init__(self, root: str | Path, transform: Any = None, mode: str = "RGB") -> None:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"data folder {str(root)!r} does not exist (expected root/<class>/<images>)")
+        if mode not in ("RGB", "L"):
+            raise ValueError(f"images are loaded as 'RGB' or 'L', got mode={mode!r}")
         classes = sorted(d.name for d in root.iterdir() if d.is_dir())
         if not classes:
             raise ValueError(f"data folder {str(root)!r} has no class sub-folders (expected root/<class>/<images>)")
@@ -112,17 +196,20 @@ class ImageFolderSafe(datasets.ImageFolder):
         if empty:
             raise ValueError(
                 f"class folder(s) {', '.join(repr(str(root / c)) for c in empty)} hold no images "
-                f"(extensions {', '.join(datasets.folder.IMG_EXTENSIONS)})"
+                f"(extensions {', '.join(IMAGE_EXTENSIONS)})"
             )
         self.mode = mode
-        super().__init__(str(root), transform=transform, loader=lambda p: _load_image(p, mode))
+        super().__init__(
+            str(root), transform=transform, loader=partial(load_image, mode=mode), is_valid_file=_has_image_suffix
+        )
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         path, target = self.samples[index]
         try:
             img = self.loader(path)
         except DECODE_ERRORS as e:
-            warnings.warn(f"skipping undecodable image {path!r}: {e}", stacklevel=2)
+            hint = " (HEIC/HEIF needs a Pillow plugin: convert such files to JPEG or PNG)" if _is_heif(path) else ""
+            warnings.warn(f"skipping undecodable image {path!r}: {e}{hint}", stacklevel=2)
             return None
         if self.transform is not None:
             img = self.transform(img)
@@ -130,7 +217,15 @@ class ImageFolderSafe(datasets.ImageFolder):
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in datasets.folder.IMG_EXTENSIONS
+    return path.is_file() and _has_image_suffix(path)
+
+
+def _has_image_suffix(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _is_heif(path: str) -> bool:
+    return Path(path).suffix.lower() in (".heic", ".heif")
 
 
 class SeededDataset(Dataset):
@@ -225,8 +320,7 @@ def load_split(data: str | Path, split: str, transform: Any = None, in_chans: in
         if in_chans != 1:
             raise ValueError(f"the built-in digits are grayscale: use in_chans=1, got {in_chans}")
         return BuiltinDigits(split, transform)
-    if in_chans not in (1, 3):
-        raise ValueError(f"image folders give 1-channel (L) or 3-channel (RGB) images, got in_chans={in_chans}")
+    mode = image_mode(in_chans)
     root = Path(data)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {str(root)!r} does not exist (expected {BUILTIN!r} or a folder)")
@@ -234,7 +328,7 @@ def load_split(data: str | Path, split: str, transform: Any = None, in_chans: in
         raise FileNotFoundError(
             f"data folder {str(root)!r} has no {split}/ sub-folder (expected root/{split}/<class>/*)"
         )
-    return ImageFolderSafe(root / split, transform, mode="L" if in_chans == 1 else "RGB")
+    return ImageFolderSafe(root / split, transform, mode=mode)
 
 
 def subset_indices(targets: Sequence[int], n: int | None, seed: int) -> list[int]:
@@ -260,7 +354,10 @@ def subset_indices(targets: Sequence[int], n: int | None, seed: int) -> list[int
 
 __all__ = [
     "AUTO_AUGMENT",
+    "BACKGROUND",
     "BUILTIN",
+    "DECODE_ERRORS",
+    "IMAGE_EXTENSIONS",
     "BuiltinDigits",
     "ImageFolderSafe",
     "Normalization",
@@ -268,6 +365,8 @@ __all__ = [
     "build_transforms",
     "collate_skipping",
     "default_normalization",
+    "image_mode",
+    "load_image",
     "load_split",
     "subset_indices",
 ]

@@ -29,7 +29,7 @@ def image_batches(
     ``source`` is ``"builtin"`` (the packaged digits; ``in_chans=1``) or a folder: an ImageFolder root with
     ``train/`` and ``val/`` sub-folders, or one ``<class>/<images>`` tree used for either split. Images are resized
     and center-cropped as training evaluates them: ``eval_crop_pct`` None is the whole frame for the digits and the
-    usual 87.5% crop otherwise.
+    usual 87.5% crop otherwise. Files are decoded by :func:`mobilezoo.data.load_image`, as training reads them.
     """
     from mobilezoo import data
 
@@ -47,7 +47,7 @@ def image_batches(
     else:
         if not Path(source).is_dir():
             raise FileNotFoundError(f"image folder {str(source)!r} does not exist (expected 'builtin' or a folder)")
-        dataset = data.ImageFolderSafe(source, transform, mode="L" if in_chans == 1 else "RGB")
+        dataset = data.ImageFolderSafe(source, transform, mode=data.image_mode(in_chans))
     targets = getattr(dataset, "targets", None) or [s[1] for s in dataset.samples]
     subset = Subset(dataset, data.subset_indices(targets, num_images, seed))
     return DataLoader(subset, batch_size=batch_size, shuffle=False, collate_fn=data.collate_skipping)

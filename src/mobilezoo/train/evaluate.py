@@ -25,6 +25,8 @@ from mobilezoo.data import (
     build_transforms,
     collate_skipping,
     default_normalization,
+    image_mode,
+    load_image,
     load_split,
     subset_indices,
 )
@@ -309,10 +311,9 @@ def predict(
 ) -> PredictResult:
     """Top-``topk`` classes with probabilities for each image file; class names from the weights' metadata.
 
-    An image that cannot be decoded raises a ValueError naming it (before any prediction is made).
+    Images are decoded by :func:`mobilezoo.data.load_image`, as training read them. An image that cannot be decoded
+    raises a ValueError naming it (before any prediction is made).
     """
-    from PIL import Image
-
     if not images:
         raise ValueError("predict needs at least one image path")
     if topk < 1:
@@ -324,15 +325,14 @@ def predict(
                 f"{str(weights)!r} carries no class names (it was not written by mobilezoo train): pass classes=..."
             )
         spec = InferenceSpec(list(classes), 3, 224, 0.875, default_normalization(3, False))
-    mode = "L" if spec.in_chans == 1 else "RGB"
+    mode = image_mode(spec.in_chans)
     tf = build_transforms(False, spec.img_size, spec.norm, eval_crop_pct=spec.eval_crop_pct)
     batch = []
     for path in images:
         if not Path(path).is_file():
             raise FileNotFoundError(f"image {str(path)!r} does not exist")
         try:
-            with Image.open(path) as img:
-                batch.append(tf(img.convert(mode)))
+            batch.append(tf(load_image(path, mode)))
         except DECODE_ERRORS as e:
             raise ValueError(f"cannot decode image {str(path)!r}: {e}") from None
     net = _model_for(model, weights, spec)
