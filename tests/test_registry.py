@@ -1,11 +1,16 @@
 import json
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 import mobilezoo
+from mobilezoo import weights as wts
 from mobilezoo.cli import main
 from mobilezoo.registry import paper_rows
+from mobilezoo.weights import WeightsAdaptedWarning, WeightsMismatchError
 
 
 def test_list_models_glob_and_sorted() -> None:
@@ -84,3 +89,75 @@ def test_cli_list_table_and_json(capsys: pytest.CaptureFixture) -> None:
     assert main(["list", "--json"]) == 0
     cards = json.loads(capsys.readouterr().out)
     assert [c["name"] for c in cards] == mobilezoo.list_models()
+
+
+# --- fine-tuning from any checkpoint (issue #13) -------------------------------------------------------------------
+
+
+def _notes(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, WeightsAdaptedWarning)]
+
+
+def test_fine_tune_a_local_torchvision_file_with_another_class_count(tmp_path: Path) -> None:
+    tv = torchvision.models.mobilenet_v2()
+    torch.save(tv.state_dict(), tmp_path / "mnv2.pth")
+    with pytest.warns(WeightsAdaptedWarning, match=r"mnv2.pth.*classifier.1.weight.*re-initialised for 3 classes"):
+        model = mobilezoo.create_model("mobilenet_v2", num_classes=3, weights=tmp_path / "mnv2.pth")
+    assert model.get_classifier().out_features == 3
+    ours, theirs = model.state_dict(), tv.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs if not k.startswith("classifier."))
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v1_x0_25", "mobilenet_v3_small", "shufflenet_v2_x0_5", "shufflenet_v1_g3_x0_5"]
+)
+def test_fine_tune_own_checkpoint_new_head_and_stem(tmp_path: Path, name: str) -> None:
+    source = mobilezoo.create_model(name)  # 1000 classes, RGB: one's own earlier run
+    path = mobilezoo.save_weights(source, tmp_path / "run.safetensors")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = mobilezoo.create_model(name, num_classes=7, in_chans=1, weights=path)
+    head = wts.head_keys(model)  # the classifier's keys, from model.get_classifier()
+    stem = wts.stem_key(model)
+    notes = _notes(caught)
+    assert len(notes) == 2 and all("run.safetensors" in n for n in notes)
+    assert all(k in notes[0] for k in head) and "7 classes (the checkpoint has 1000)" in notes[0]
+    assert stem in notes[1] and "from 3 to 1 input channels" in notes[1]
+    ours, theirs = model.state_dict(), source.state_dict()
+    torch.testing.assert_close(ours[stem], theirs[stem].sum(1, keepdim=True))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs if k not in head and k != stem)
+    assert model.get_classifier().out_features == 7
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 7)
+
+
+def test_fine_tune_a_grey_checkpoint_to_rgb(tmp_path: Path) -> None:
+    grey = mobilezoo.create_model("mobilenet_v1_x0_25", num_classes=10, in_chans=1)  # e.g. a run on the digits
+    torch.save({"state_dict": {f"module.{k}": v for k, v in grey.state_dict().items()}}, tmp_path / "grey.pth")
+    with pytest.warns(WeightsAdaptedWarning, match="from 1 to 3 input channels"):
+        rgb = mobilezoo.create_model("mobilenet_v1_x0_25", num_classes=5, weights=tmp_path / "grey.pth")
+    w = grey.state_dict()["features.0.0.weight"]
+    torch.testing.assert_close(rgb.state_dict()["features.0.0.weight"], w.repeat(1, 3, 1, 1) / 3)
+    x = torch.randn(1, 1, 64, 64)
+    grey.eval(), rgb.eval()
+    with torch.no_grad():  # a grey image on all three channels gives the trunk the same input
+        torch.testing.assert_close(rgb.forward_features(x.repeat(1, 3, 1, 1)), grey.forward_features(x))
+
+
+def test_other_width_or_family_still_fails_loudly(tmp_path: Path) -> None:
+    narrow = mobilezoo.save_weights(mobilezoo.create_model("mobilenet_v2_x0_35"), tmp_path / "narrow.safetensors")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(WeightsMismatchError, match=r"narrow.safetensors' does not fit the model: shape mismatch"):
+            mobilezoo.create_model("mobilenet_v2", num_classes=3, weights=narrow)
+    assert _notes(caught) == []  # no "re-initialised" notice for a load that fails
+    small = mobilezoo.save_weights(mobilezoo.create_model("mobilenet_v3_small"), tmp_path / "small.safetensors")
+    with pytest.raises(WeightsMismatchError, match="missing keys"):
+        mobilezoo.create_model("mobilenet_v3_large", num_classes=3, weights=small)
+    same = mobilezoo.save_weights(mobilezoo.create_model("mobilenet_v2_x0_35"), tmp_path / "same.safetensors")
+    with pytest.raises(
+        WeightsMismatchError, match=r"classifier.1.weight checkpoint \(1000, 1280\) vs model \(3, 1280\)"
+    ):
+        mobilezoo.create_model("mobilenet_v2_x0_35", num_classes=3, weights=same, adapt_weights=False)
+    with pytest.raises(WeightsMismatchError, match="shape mismatches"):  # load_weights itself stays exact
+        mobilezoo.load_weights(mobilezoo.create_model("mobilenet_v2_x0_35", num_classes=3), same)

@@ -210,6 +210,7 @@ def create_model(
     num_classes: int = 1000,
     in_chans: int = 3,
     weights: str | PathLike | None = None,
+    adapt_weights: bool = True,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     **model_kwargs: Any,
@@ -217,10 +218,16 @@ def create_model(
     """Build a registered model.
 
     ``weights``: None (random init), ``"torchvision"`` (torchvision's default ImageNet checkpoint for the same
-    architecture, through torchvision's download cache), ``"torchvision:IMAGENET1K_V1"`` (a named one), or a path to a
-    ``.safetensors``/``.pth``/``.pt`` file. With torchvision weights, ``num_classes != 1000`` gets a fresh classifier
-    and ``in_chans != 3`` an adapted stem. ``features_only=True`` returns a module giving the feature maps listed in
-    ``feature_info`` (``out_indices`` selects some of them).
+    architecture, through torch.hub's download cache ``$TORCH_HOME/hub/checkpoints``), ``"torchvision:IMAGENET1K_V1"``
+    (a named one), or a path to a weights file: safetensors, or a PyTorch checkpoint (``.pth``/``.pt``/``.ckpt``/
+    ``.pth.tar``/``.bin``: a plain state_dict or what torchvision's reference scripts, timm's ``train.py``, PyTorch
+    Lightning or DDP save; see :mod:`mobilezoo.weights`). Whatever the source, a checkpoint that differs from the
+    model only in the classifier's class count gets a new classifier for ``num_classes``, and one that differs only in
+    the stem's input channels a stem adapted to ``in_chans``, each with a
+    :class:`~mobilezoo.weights.WeightsAdaptedWarning` naming the tensors; any other difference (another width or
+    family) raises :class:`~mobilezoo.weights.WeightsMismatchError`; ``adapt_weights=False`` makes the head and stem
+    differences errors too (for evaluating weights, whose classifier must fit). ``features_only=True`` returns a
+    module giving the feature maps listed in ``feature_info`` (``out_indices`` selects some of them).
     """
     from mobilezoo import weights as wts
 
@@ -231,6 +238,7 @@ def create_model(
         raise ValueError("out_indices is only meaningful with features_only=True")
     card = _CARDS[name]
     builder = _BUILDERS[name]
+    tv_enum = None
     if isinstance(weights, str) and (weights == "torchvision" or weights.startswith("torchvision:")):
         tv = card.torchvision
         if tv is None or tv.weights is None:
@@ -243,16 +251,14 @@ def create_model(
                 raise ValueError(
                     f"torchvision's checkpoint for {name!r} needs {key}={value!r}, got {model_kwargs[key]!r}"
                 )
-        model = builder(num_classes=1000, in_chans=in_chans, **model_kwargs)
-        member = weights.partition(":")[2] or "DEFAULT"
-        state_dict = wts.torchvision_state_dict(tv.weights, member)
-        wts.load_weights(model, wts.adapt_state_dict(model, state_dict))
-        if num_classes != 1000:
-            model.reset_classifier(num_classes)
-    else:
-        model = builder(num_classes=num_classes, in_chans=in_chans, **model_kwargs)
-        if weights is not None:
-            wts.load_weights(model, weights)
+        tv_enum = tv.weights
+    model = builder(num_classes=num_classes, in_chans=in_chans, **model_kwargs)  # bad kwargs fail before a download
+    if tv_enum is not None:
+        member = str(weights).partition(":")[2] or "DEFAULT"
+        state = wts.torchvision_state_dict(tv_enum, member)
+        wts.load_weights(model, state, adapt=adapt_weights, label=f"torchvision's {tv_enum}.{member} checkpoint")
+    elif weights is not None:
+        wts.load_weights(model, weights, adapt=adapt_weights)
     model.model_name = name  # type: ignore[assignment]
     if features_only:
         return FeatureExtractor(model, out_indices)
