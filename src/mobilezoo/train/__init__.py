@@ -8,6 +8,7 @@ from mobilezoo.train.config import TrainConfig, resolve_config
 from mobilezoo.train.config_io import load_config, resume_config
 from mobilezoo.train.engine import train
 from mobilezoo.train.evaluate import EvalResult, PredictResult, evaluate, evaluate_weights, predict, recalibrate_bn
+from mobilezoo.train.guards import TrainingDivergedError
 from mobilezoo.train.optim import RMSpropTF
 from mobilezoo.train.recipes import MODERN, PAPER, Recipe, get_recipe
 from mobilezoo.train.results import ProgressEvent, TrainResult
@@ -22,6 +23,7 @@ __all__ = [
     "Recipe",
     "TrainConfig",
     "TrainResult",
+    "TrainingDivergedError",
     "evaluate",
     "evaluate_weights",
     "get_recipe",

@@ -10,12 +10,20 @@ statistics still hold much of their initial (0, 1) after a few hundred steps, an
 sits near chance for epochs. Before every evaluation a copy of the model gets its BN statistics re-estimated as the
 plain average over ``bn_recalibrate`` training batches (eval transforms, megvii's ShuffleNet "bnps" step); training
 itself keeps the recipe's BN momentum. ``bn_momentum`` overrides the model's momentum instead, if preferred.
+
+Batches: an epoch is ``len(train) // batch_size`` full batches; the images that do not fill a last batch are left out
+of that epoch (drop-last; different ones each epoch, as the order is reshuffled), so BatchNorm never trains on a
+remainder of one image. BN re-estimation likewise uses full batches only. Evaluation takes every image.
+
+Garbage is refused, not saved (:mod:`mobilezoo.train.guards`): a NaN/infinite loss or weight stops the run with a
+:class:`~mobilezoo.train.guards.TrainingDivergedError` before anything of that step is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +41,13 @@ from mobilezoo.train.config_io import check_resume, save_config
 from mobilezoo.train.distributed import DistInfo, all_reduce_sum, setup
 from mobilezoo.train.ema import ModelEma
 from mobilezoo.train.evaluate import EvalResult, InferenceSpec, evaluate, recalibrate_bn
+from mobilezoo.train.guards import (
+    check_micro_batch,
+    diverged_error,
+    forward_checked,
+    nonfinite_loss_report,
+    nonfinite_report,
+)
 from mobilezoo.train.optim import build_optimizer, lr_factor
 from mobilezoo.train.results import ProgressEvent, TrainResult
 from mobilezoo.train.run_data import RunData, epoch_batches
@@ -100,6 +115,7 @@ def train(
 
     kwargs: dict[str, Any] = {} if cfg.drop_rate is None else {"drop_rate": cfg.drop_rate}
     model = create_model(cfg.model, num_classes=len(data.classes), in_chans=cfg.in_chans, weights=cfg.weights, **kwargs)
+    check_micro_batch(model, cfg.model, cfg.batch_size, cfg.accum_steps, info.world_size)
     if cfg.bn_momentum is not None:
         _set_bn_momentum(model, cfg.bn_momentum)
     spec = InferenceSpec(data.classes, cfg.in_chans, cfg.img_size, cfg.eval_crop_pct, data.norm)
@@ -165,14 +181,28 @@ def train(
             generator=torch.Generator().manual_seed(cfg.seed),
         )
 
+    def stop_if(what: str | None, where: str, lr: float) -> None:
+        """Raise TrainingDivergedError on every rank if ``what`` (a non-finite loss or weight) is set on any."""
+        if info.enabled:  # all ranks stop together instead of hanging in the next collective
+            flag = all_reduce_sum(torch.tensor([float(what is not None)], device=device if cuda else "cpu"), info)
+            what = what or ("another process's loss or weights are NaN or infinite" if float(flag) else None)
+        if what is not None:
+            raise diverged_error(where, what, lr)
+
     def eval_batches(ds: Any, count: int | None) -> Any:
         if count is None:  # evaluation: every rank its shard
             idx = list(range(len(ds)))[info.rank :: info.world_size]
         else:  # recalibration: a fixed random sample (data sets are often sorted by class), the same on every rank
+            # full batches only: the cumulative average weights every batch alike, and a remainder of one image
+            # would give BatchNorm the statistics of one image (and fail at 1x1 feature maps)
             g = torch.Generator().manual_seed(cfg.seed)
-            idx = torch.randperm(len(ds), generator=g)[: count * cfg.batch_size].tolist()
+            n = min(count, len(ds) // cfg.batch_size) * cfg.batch_size
+            idx = torch.randperm(len(ds), generator=g)[:n].tolist()
         chunks = [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
         return loader(ds, chunks)
+
+    def trained() -> list[tuple[str, nn.Module | None]]:
+        return [("model", model), ("EMA model", ema.module if ema is not None else None)]
 
     last_eval: EvalResult | None = None
     eval_model: nn.Module = model
@@ -187,7 +217,7 @@ def train(
             lr = cfg.lr * lr_factor(step, spe, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            seen = 0
+            seen, losses = 0, []
             for j in range(cfg.accum_steps):
                 x, y, skipped = next(it)
                 acc["skipped"] += skipped
@@ -199,13 +229,16 @@ def train(
                 sync = not info.enabled or j == cfg.accum_steps - 1
                 ctx = net.no_sync() if not sync else contextlib.nullcontext()  # type: ignore[operator]
                 with ctx, torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    logits = net(x)
+                    logits = forward_checked(net, x, cfg.img_size, skipped)
                     loss = criterion(logits.float(), y)
                 scaler.scale(loss / cfg.accum_steps).backward()
-                acc["loss"] += float(loss.detach()) * y.numel()
+                losses.append(float(loss.detach()))
+                acc["loss"] += losses[-1] * y.numel()
                 acc["correct"] += float((logits.detach().argmax(1) == y).sum())
                 acc["count"] += y.numel()
                 seen += y.numel()
+            # before the optimizer step: the weights stay those of the last good step
+            stop_if(nonfinite_loss_report(losses), f"at epoch {epoch + 1}, step {step + 1}", lr)
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -221,29 +254,40 @@ def train(
             if progress is not None and info.is_main:
                 ips = sum(n for _, n in window) / max(sum(t for t, _ in window), 1e-9)
                 eta = (total - step) * sum(t for t, _ in window) / len(window)
-                progress(ProgressEvent("step", epoch + 1, cfg.epochs, step, total, float(loss.detach()), lr, ips, eta))
+                step_loss = sum(losses) / len(losses) if losses else math.nan  # nan: every image undecodable
+                progress(ProgressEvent("step", epoch + 1, cfg.epochs, step, total, step_loss, lr, ips, eta))
             if on_step is not None:
                 on_step(step)
             # mid-epoch checkpoints on request; the end of an epoch always writes one below
             every = cfg.checkpoint_every
-            if run_dir is not None and info.is_main and every and step % every == 0 and step % spe != 0:
-                ckpt.save_checkpoint(run_dir, step, model, state_now())
+            if run_dir is not None and every and step % every == 0 and step % spe != 0:
+                stop_if(nonfinite_report(trained()), f"at epoch {epoch + 1}, step {step}", lr)  # on every rank
+                if info.is_main:
+                    ckpt.save_checkpoint(run_dir, step, model, state_now())
 
         # end of epoch: reduce the training sums, evaluate, record, checkpoint
         sums = all_reduce_sum(
             torch.tensor([acc["loss"], acc["correct"], acc["count"], acc["skipped"]], dtype=torch.float64), info
         )
+        if sums[2] == 0:  # every image of the epoch failed to decode (counts survive a resume mid-epoch)
+            raise ValueError(
+                f"epoch {epoch + 1} trained on no image: all {int(sums[3])} images drawn were undecodable "
+                f"(see the warnings)"
+            )
+        where, lr_now = f"by the end of epoch {epoch + 1} (step {step})", cfg.lr * lr_factor(step - 1, spe, cfg)
+        stop_if(nonfinite_report(trained()), where, lr_now)
         eval_model = copy.deepcopy(ema.module if ema is not None else model)
         recal = 0
         if cfg.bn_recalibrate:
             recal = recalibrate_bn(eval_model, eval_batches(data.recal, cfg.bn_recalibrate), device)
+            stop_if(nonfinite_report([("model after BN re-estimation", eval_model)]), where, lr_now)
         last_eval = evaluate(
             eval_model, eval_batches(data.val, None), data.classes, device, info, use_amp, channels_last
         )
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": step,
-            "lr": cfg.lr * lr_factor(step - 1, spe, cfg),
+            "lr": lr_now,
             "train_loss": float(sums[0] / max(sums[2], 1)),
             "train_top1": float(100 * sums[1] / max(sums[2], 1)),
             "val_loss": last_eval.loss,

@@ -117,7 +117,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, int
     """Re-estimate every BatchNorm's running mean/var as the plain average over ``batches`` (megvii's "bnps" step).
 
     Only the BN layers are put in train mode, with ``momentum=None`` (cumulative average), so dropout draws nothing
-    from the RNG. Returns the number of images used; with none, the statistics are left untouched.
+    from the RNG. Batches of fewer than 2 images are left out: batch statistics of one image say nothing of the data
+    (and PyTorch refuses them where a feature map is 1x1). Returns the number of images used; with none, the
+    statistics are left untouched.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -130,7 +132,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, int
         m.train()
     seen = 0
     for x, _, _ in batches:
-        if x.numel() == 0:
+        if x.shape[0] < 2:
             continue
         model(x.to(device))
         seen += x.shape[0]

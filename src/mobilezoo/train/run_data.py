@@ -7,6 +7,7 @@ same images in the same groups, and a resumed run can start at any step of an ep
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,11 @@ def epoch_batches(
 
 
 class RunData:
-    """The datasets of a run: seeded training set, evaluation set, BN recalibration set."""
+    """The datasets of a run: seeded training set, evaluation set, BN recalibration set.
+
+    Raises ValueError for fewer than 2 classes, train and val classes that differ, or fewer training images than
+    ``batch_size``; FileNotFoundError (from :func:`mobilezoo.data.load_split`) for a missing folder or split.
+    """
 
     def __init__(self, cfg: TrainConfig) -> None:
         norm = Normalization(tuple(cfg.mean), tuple(cfg.std))
@@ -53,6 +58,13 @@ class RunData:
         )
         eval_tf = build_transforms(False, cfg.img_size, norm, eval_crop_pct=cfg.eval_crop_pct)
         train = load_split(cfg.data, "train", train_tf, cfg.in_chans)
+        classes = list(train.classes)  # type: ignore[attr-defined]
+        if len(classes) < 2:  # e.g. DIR/train/images/*.png: one "class" that every prediction gets right
+            raise ValueError(
+                f"training needs at least 2 classes, but {str(Path(cfg.data) / 'train')!r} has 1 class folder "
+                f"({classes[0]!r}); lay the data out as DIR/train/<class>/* and DIR/val/<class>/*, one sub-folder "
+                f"per class"
+            )
         val = load_split(cfg.data, "val", eval_tf, cfg.in_chans)
         if list(train.classes) != list(val.classes):  # type: ignore[attr-defined]
             raise ValueError(
