@@ -57,3 +57,21 @@ def test_train_command_bad_input(tmp_path, capsys):
     assert main(["train", "--out", str(out), "--resume"]) == 2
     assert "not a mobilezoo run folder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_resume_refuses_the_settings_it_would_ignore(tmp_path, capsys, one_thread):
+    out = tmp_path / "run"
+    assert main(["train", *TINY_FLAGS, "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    before = (out / "metrics.json").read_text()
+    argv = ["train", "--out", str(out), "--resume", "--epochs", "5", "--lr", "5", "--model", "mobilenet_v2_x0_35"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cannot resume" in err and "only --checkpoint-every, --device" in err
+    for shown in ("--epochs: the run has 1, given 5", "--lr: the run has 0.015625, given 5.0", "--model: the run has"):
+        assert shown in err
+    assert (out / "metrics.json").read_text() == before
+    # the original command line repeated with --resume (and what may change: workers, device) is accepted
+    argv = ["train", *TINY_FLAGS, "--out", str(out), "--resume", "--workers", "0", "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2

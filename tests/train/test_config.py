@@ -59,3 +59,21 @@ def test_yaml_and_json_round_trip(tmp_path):
     (tmp_path / "bad.yaml").write_text("model: mobilenet_v2_x0_35\nepochz: 3\n")
     with pytest.raises(ValueError, match="epochz"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_resume_config_keeps_the_run_and_refuses_other_values(tmp_path):
+    from mobilezoo.train import resume_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = resolve_config(TrainConfig(model="mobilenet_v2_x0_35", epochs=3))
+    save_config(saved, run / "config.yaml")
+    same = resume_config(run, model="mobilenet_v2_x0_35", epochs=3, lr=saved.lr, num_workers=2, device="cpu")
+    assert (same.num_workers, same.device, same.out, same.epochs) == (2, "cpu", str(run), 3)
+    with pytest.raises(ValueError, match=r"epochs: the run has 3, given 5; lr: the run has .*, given 5.0"):
+        resume_config(run, epochs=5, lr=5.0)
+    with pytest.raises(ValueError, match=r"--epochs: the run has 3, given 5"):
+        resume_config(run, labels={"epochs": "--epochs"}, epochs=5)
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) 'epoch'"):
+        resume_config(run, epoch=5)
+    assert resume_config(run, crop_scale=list(saved.crop_scale)).crop_scale == saved.crop_scale  # a list from YAML

@@ -81,11 +81,11 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_config(args: argparse.Namespace) -> Any:
-    """The TrainConfig the flags describe (config file < flags < --set)."""
-    from mobilezoo.train import TrainConfig, load_config
+def given_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields the command line sets (config file < flags < --set); fields left unset are absent."""
+    from mobilezoo.train.config_io import read_config_values
 
-    values: dict[str, Any] = load_config(args.config).to_dict() if args.config else {}
+    values: dict[str, Any] = read_config_values(args.config) if args.config else {}
     for name in ("model", "data", "recipe", "out"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -94,6 +94,21 @@ def build_config(args: argparse.Namespace) -> Any:
         if value is not None:
             values[FIELD_OF.get(flag, flag.replace("-", "_"))] = value
     values.update(_parse_set(args.set))
+    return values
+
+
+def flag_labels() -> dict[str, str]:
+    """TrainConfig field -> the flag that sets it (``num_workers`` -> ``--workers``), for error messages."""
+    labels = {name: f"--{name}" for name in ("model", "data", "recipe", "out")}
+    labels.update({FIELD_OF.get(flag, flag.replace("-", "_")): f"--{flag}" for flag in TRAIN_FLAGS})
+    return labels
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The TrainConfig the flags describe (config file < flags < --set)."""
+    from mobilezoo.train import TrainConfig
+
+    values = given_values(args)
     if "model" not in values:
         raise ValueError("--model is required (or a --config that names one)")
     values.setdefault("out", str(Path("runs") / values["model"]))
@@ -108,8 +123,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out, the run folder to continue")
-        overrides = {k: getattr(args, k2) for k, k2 in (("num_workers", "workers"), ("device", "device"))}
-        cfg = resume_config(args.out, **{k: v for k, v in overrides.items() if v is not None})
+        # every setting given is checked: device, workers and checkpoint-every may change, others must match the run
+        cfg = resume_config(args.out, labels=flag_labels(), **given_values(args))
     else:
         cfg = build_config(args)
     quiet = args.no_progress or args.json or int(os.environ.get("RANK", "0")) != 0

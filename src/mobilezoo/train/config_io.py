@@ -1,12 +1,13 @@
 """Config files: a :class:`TrainConfig` saved as or read from YAML/JSON, and the config a run folder holds for resuming.
 
 A run saves its resolved config as ``config.yaml`` in its folder; resuming reads it back and allows only the fields in
-:data:`RESUME_MAY_DIFFER` to change.
+:data:`RESUME_MAY_DIFFER` to change: any other field given with another value is refused, never silently ignored.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,11 @@ RESUME_MAY_DIFFER = {"num_workers", "device", "out", "checkpoint_every"}
 
 def load_config(path: str | PathLike) -> TrainConfig:
     """Read a config saved as YAML (``.yaml``/``.yml``) or JSON (``.json``)."""
+    return TrainConfig.from_dict(read_config_values(path))
+
+
+def read_config_values(path: str | PathLike) -> dict[str, Any]:
+    """The fields a YAML/JSON config file sets, as written (checked by :meth:`TrainConfig.from_dict`; no defaults)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
@@ -31,7 +37,8 @@ def load_config(path: str | PathLike) -> TrainConfig:
         values = json.loads(text)
     else:
         raise ValueError(f"config files are .yaml, .yml or .json, got {str(path)!r}")
-    return TrainConfig.from_dict(values)
+    TrainConfig.from_dict(values)  # a mapping with known keys and a model, or a ValueError naming what is wrong
+    return dict(values)
 
 
 def save_config(cfg: TrainConfig, path: str | PathLike) -> Path:
@@ -44,30 +51,48 @@ def save_config(cfg: TrainConfig, path: str | PathLike) -> Path:
 
 
 def check_resume(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
-    saved = load_config(run_dir / "config.yaml")
-    a, b = saved.to_dict(), cfg.to_dict()
-    diff = [k for k in a if k not in RESUME_MAY_DIFFER and a[k] != b[k]]
-    if diff:
-        shown = ", ".join(f"{k}: run has {a[k]!r}, given {b[k]!r}" for k in diff)
-        raise ValueError(f"cannot resume {str(run_dir)!r} with a different config ({shown})")
+    """Raise a ValueError unless ``cfg`` equals the config saved in ``run_dir`` outside :data:`RESUME_MAY_DIFFER`."""
+    saved = load_config(run_dir / "config.yaml").to_dict()
+    given = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_MAY_DIFFER}
+    _refuse_changes(run_dir, saved, given, {})
     return cfg
 
 
-def resume_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
-    """The saved config of ``run_dir`` (for ``train(..., resume=True)``), with harmless overrides (e.g. num_workers)."""
+def resume_config(run_dir: str | Path, *, labels: Mapping[str, str] | None = None, **overrides: Any) -> TrainConfig:
+    """The saved config of ``run_dir``, for ``train(..., resume=True)``: a resumed run keeps its config.
+
+    ``overrides`` of the fields in :data:`RESUME_MAY_DIFFER` (num_workers, device, out, checkpoint_every) replace
+    the saved values. Any other field may be given only with its saved value (a repeated command line, say); one
+    with another value raises a ValueError naming each such field (as ``labels[field]`` if given, e.g. a CLI flag)
+    with the run's value and the given one, rather than being ignored. Unknown fields raise a ValueError too.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} holds no config.yaml: not a mobilezoo run folder")
-    bad = set(overrides) - RESUME_MAY_DIFFER
-    if bad:
-        raise ValueError(
-            f"a resumed run keeps its config; only {sorted(RESUME_MAY_DIFFER)} may change, got {sorted(bad)}"
-        )
     cfg = load_config(run_dir / "config.yaml")
+    saved = cfg.to_dict()
+    TrainConfig.from_dict({**saved, **overrides})  # unknown keys raise a ValueError naming them
+    _refuse_changes(run_dir, saved, {k: v for k, v in overrides.items() if k not in RESUME_MAY_DIFFER}, labels or {})
     for k, v in overrides.items():
-        setattr(cfg, k, v)
+        if k in RESUME_MAY_DIFFER:
+            setattr(cfg, k, v)
     cfg.out = str(run_dir)
     return cfg
 
 
-__all__ = ["RESUME_MAY_DIFFER", "check_resume", "load_config", "resume_config", "save_config"]
+def _refuse_changes(run_dir: Path, saved: dict[str, Any], given: dict[str, Any], labels: Mapping[str, str]) -> None:
+    def same(a: Any, b: Any) -> bool:
+        return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
+
+    changed = [k for k, v in given.items() if k != "resolved" and not same(saved.get(k), v)]
+    if changed:
+        shown = "; ".join(f"{labels.get(k, k)}: the run has {saved.get(k)!r}, given {given[k]!r}" for k in changed)
+        raise ValueError(
+            f"cannot resume {str(run_dir)!r} with other settings, which it would ignore ({shown}); a resumed run "
+            f"keeps its config (only {', '.join(sorted(labels.get(k, k) for k in RESUME_MAY_DIFFER))} may change): drop "
+            f"them, or start a new "
+            f"run in another folder"
+        )
+
+
+__all__ = ["RESUME_MAY_DIFFER", "check_resume", "load_config", "read_config_values", "resume_config", "save_config"]
