@@ -135,7 +135,11 @@ def load_image(path: str | Path, mode: str = "RGB") -> Image.Image:
     with open(path, "rb") as f, Image.open(f) as img:
         img.seek(0)  # the first frame of an animation or a multi-page scan
         img.load()
-        img = ImageOps.exif_transpose(img)  # a copy, rotated/flipped as the camera's orientation tag says
+        ImageOps.exif_transpose(img, in_place=True)  # rotated/flipped as the camera's orientation tag says
+        return _as_viewed(img, mode, path)  # a new image: the file closes here
+
+
+def _as_viewed(img: Image.Image, mode: str, path: str | Path) -> Image.Image:
     if img.mode in (*_GRAY16, "I", "F"):
         return _high_depth_gray(img, path).convert(mode)
     if "A" in img.mode or "a" in img.mode or "transparency" in img.info:
