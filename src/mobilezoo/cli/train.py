@@ -42,7 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default=None, help="modern (default) or paper")
     p.add_argument("--out", default=None, help="run folder for config, checkpoints, metrics (default runs/<model>)")
     p.add_argument("--config", default=None, help="a YAML/JSON TrainConfig; flags override it")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint; other flags must match the run's "
+        "(--device, --workers, --checkpoint-every may change)",
+    )
     for flag, (kind, text) in TRAIN_FLAGS.items():
         p.add_argument(f"--{flag}", type=kind, default=None, help=text)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other TrainConfig field")
