@@ -47,3 +47,18 @@ def test_predict_sees_what_a_viewer_shows(tmp_path):
     for g, w in zip(got.predictions, want.predictions):
         assert g.top == w.top, g.image  # the same classes with the same probabilities
     assert len({p.top[0][1] for p in want.predictions}) == 3  # the outputs do depend on the image
+
+
+def test_eval_refuses_a_checkpoint_for_another_class_count(tmp_path):
+    """Evaluating must not swap in a random classifier the way fine-tuning does (it would score a random head)."""
+    import pytest
+    import torch
+
+    from mobilezoo import create_model
+    from mobilezoo.train.evaluate import evaluate_weights
+    from mobilezoo.weights import WeightsMismatchError
+
+    path = tmp_path / "imagenet.pth"
+    torch.save(create_model("mobilenet_v1_x0_25", in_chans=1, num_classes=1000).state_dict(), path)
+    with pytest.raises(WeightsMismatchError, match="classifier"):
+        evaluate_weights("mobilenet_v1_x0_25", path, "builtin", subset=20, img_size=32)

@@ -228,7 +228,10 @@ def read_spec(weights: str | PathLike) -> InferenceSpec | None:
 def _model_for(model_name: str, weights: str | PathLike, spec: InferenceSpec) -> nn.Module:
     from mobilezoo.registry import create_model
 
-    model = create_model(model_name, num_classes=len(spec.classes), in_chans=spec.in_chans, weights=weights)
+    # exact: evaluating or predicting with a classifier re-initialised for another class count would score a random head
+    model = create_model(
+        model_name, num_classes=len(spec.classes), in_chans=spec.in_chans, weights=weights, adapt_weights=False
+    )
     return model.eval()
 
 
