@@ -128,8 +128,15 @@ class ChannelShuffle(nn.Module):
         return f"groups={self.groups}"
 
 
+@torch.fx.has_side_effect  # a graph's dead-code elimination keeps the check although nothing uses its result
 def check_input(x: Tensor, in_chans: int, min_size: int) -> None:
-    """Raise a ValueError naming the shape when ``x`` is not an (N, in_chans, H, W) batch of at least min_size."""
+    """Raise a ValueError naming the shape when ``x`` is not an (N, in_chans, H, W) batch of at least min_size.
+
+    The comparisons are Python control flow on the shape: eager mode, TorchScript, ``torch.export`` and
+    ``torch.compile`` run them (the last two as guards on the shape). ``torch.fx`` symbolic tracing cannot (its
+    shapes are ``Proxy`` objects), so a module calling this function registers it with ``torch.fx.wrap("check_input")``
+    at module level: a traced graph then holds one ``check_input`` call, which raises the same errors.
+    """
     if x.dim() != 4:
         raise ValueError(f"expected a 4-d (N, C, H, W) input, got {x.dim()} dimensions")
     if x.shape[1] != in_chans:

@@ -7,9 +7,14 @@ A model is a trunk (an ordered list of named modules whose sequential applicatio
 
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import Tensor, nn
 
 from mobilezoo.layers import check_input
+
+# a leaf of torch.fx traces (symbolic_trace, create_feature_extractor, prepare_fx): one call in the graph that checks the
+# input when the graph runs, instead of shape comparisons a symbolic trace cannot evaluate
+torch.fx.wrap("check_input")
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class ZooModel(nn.Module):
     """Base class of the registered models.
 
     Subclasses set ``in_chans``, ``num_classes``, ``num_features`` (the pre-logits width), ``feature_info``, implement
-    ``trunk()``, ``forward_features`` (running the trunk, after :func:`check_input`), ``forward_head`` and
+    ``trunk()``, ``forward_features`` (running the trunk, after :meth:`check_input`), ``forward_head`` and
     ``reset_classifier``.
     """
 
@@ -42,6 +47,13 @@ class ZooModel(nn.Module):
     def trunk(self) -> list[tuple[str, nn.Module]]:
         """The modules ``forward_features`` applies in order, as (dotted name, module)."""
         raise NotImplementedError
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a ValueError naming the shape unless ``x`` is (N, in_chans, H, W) with H, W >= ``min_input_size``.
+
+        :func:`mobilezoo.layers.check_input`, which stays one call in ``torch.fx`` graphs of the model.
+        """
+        check_input(x, self.in_chans, self.min_input_size)
 
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -66,7 +78,7 @@ class SequentialTrunkModel(ZooModel):
         return [(f"features.{i}", m) for i, m in enumerate(self.features)]
 
     def forward_features(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size)
+        self.check_input(x)
         return self.features(x)
 
 
@@ -84,11 +96,10 @@ class PooledClassifierModel(SequentialTrunkModel):
         return self.classifier[1]
 
     def reset_classifier(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
+        """A fresh classifier for ``num_classes``; 0 removes it (Identity: the model returns its pooled features)."""
+        check_num_classes(num_classes, allow_zero=True)
         self.num_classes = num_classes
-        self.classifier[1] = nn.Linear(self.num_features, num_classes)
-        nn.init.normal_(self.classifier[1].weight, 0, 0.01)
-        nn.init.zeros_(self.classifier[1].bias)
+        self.classifier[1] = new_classifier(self.num_features, num_classes)
 
 
 class PooledFcModel(ZooModel):
@@ -105,17 +116,32 @@ class PooledFcModel(ZooModel):
         return self.fc
 
     def reset_classifier(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
+        """A fresh classifier for ``num_classes``; 0 removes it (Identity: the model returns its pooled features)."""
+        check_num_classes(num_classes, allow_zero=True)
+        if isinstance(self.fc, nn.Linear):  # the family's choice of bias survives a reset to 0 and back
+            self.fc_bias = self.fc.bias is not None
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes, bias=self.fc.bias is not None)
-        nn.init.normal_(self.fc.weight, 0, 0.01)
-        if self.fc.bias is not None:
-            nn.init.zeros_(self.fc.bias)
+        self.fc = new_classifier(self.num_features, num_classes, bias=getattr(self, "fc_bias", True))
 
 
-def check_num_classes(num_classes: int) -> None:
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+def new_classifier(in_features: int, num_classes: int, bias: bool = True) -> nn.Module:
+    """A classifier initialised as :func:`~mobilezoo.layers.init_weights` does (N(0, 0.01), zero bias) for
+    ``num_classes >= 1``; ``nn.Identity`` for 0, timm's convention for a model that returns its pooled features."""
+    if num_classes == 0:
+        return nn.Identity()
+    fc = nn.Linear(in_features, num_classes, bias=bias)
+    nn.init.normal_(fc.weight, 0, 0.01)
+    if fc.bias is not None:
+        nn.init.zeros_(fc.bias)
+    return fc
+
+
+def check_num_classes(num_classes: int, allow_zero: bool = False) -> None:
+    """Raise a ValueError unless ``num_classes`` is an int >= 1 (>= 0 with ``allow_zero``: 0 means no classifier)."""
+    low = 0 if allow_zero else 1
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < low:
+        extra = " (0: no classifier, the model returns its pooled features)" if allow_zero else ""
+        raise ValueError(f"num_classes must be an integer >= {low}{extra}, got {num_classes!r}")
 
 
 def check_in_chans(in_chans: int) -> None:
@@ -134,15 +160,22 @@ def check_drop_rate(drop_rate: float) -> None:
 
 
 class FeatureExtractor(nn.Module):
-    """Runs a model's trunk and returns the feature maps at ``out_indices`` (indices into ``feature_info``)."""
+    """Runs a model's trunk and returns the feature maps at ``out_indices``: indices into ``feature_info`` (negative
+    ones count from the end), or an int ``k`` for the last ``k`` (timm's convention)."""
 
     __jit_ignored_attributes__ = ["feature_info", "module_names"]
 
-    def __init__(self, model: ZooModel, out_indices: tuple[int, ...] | None = None) -> None:
+    def __init__(self, model: ZooModel, out_indices: int | tuple[int, ...] | None = None) -> None:
         super().__init__()
         n = len(model.feature_info)
         if out_indices is None:
             out_indices = tuple(range(n))
+        elif isinstance(out_indices, int) and not isinstance(out_indices, bool):
+            if not 1 <= out_indices <= n:
+                raise ValueError(f"out_indices={out_indices} (the last k feature maps) must be in 1..{n}")
+            out_indices = tuple(range(n - out_indices, n))
+        elif not isinstance(out_indices, (tuple, list)):
+            raise ValueError(f"out_indices must be a tuple of indices into feature_info or an int, got {out_indices!r}")
         out_indices = tuple(i + n if isinstance(i, int) and i < 0 else i for i in out_indices)
         bad = [i for i in out_indices if not isinstance(i, int) or not 0 <= i < n]
         if bad or not out_indices:
@@ -169,7 +202,7 @@ class FeatureExtractor(nn.Module):
         self.taps = taps
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        check_input(x, self.in_chans, self.min_input_size)
+        check_input(x, self.in_chans, self.min_input_size)  # one call in torch.fx graphs (torch.fx.wrap above)
         features: list[Tensor] = []
         for i, module in enumerate(self.stages):
             x = module(x)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mobilezoo.layers import ConvNormAct, check_input, init_weights
+from mobilezoo.layers import ConvNormAct, init_weights
 from mobilezoo.models.base import (
     FeatureInfo,
     PooledFcModel,
@@ -21,6 +21,7 @@ from mobilezoo.models.base import (
     check_drop_rate,
     check_in_chans,
     check_num_classes,
+    new_classifier,
 )
 from mobilezoo.registry import TorchvisionRef, register_model
 
@@ -81,11 +82,10 @@ class VGG16Net(SequentialTrunkModel):
         return self.classifier[6]
 
     def reset_classifier(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
+        """A fresh classifier for ``num_classes``; 0 removes it (Identity: the model returns its pre-logits)."""
+        check_num_classes(num_classes, allow_zero=True)
         self.num_classes = num_classes
-        self.classifier[6] = nn.Linear(VGG_HIDDEN, num_classes)
-        nn.init.normal_(self.classifier[6].weight, 0, 0.01)
-        nn.init.zeros_(self.classifier[6].bias)
+        self.classifier[6] = new_classifier(VGG_HIDDEN, num_classes)
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ class GoogLeNet(PooledFcModel):
         return [(name, getattr(self, name)) for name in self._trunk_names]
 
     def forward_features(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size)
+        self.check_input(x)
         x = self.lrn1(self.maxpool1(self.conv1(x)))
         x = self.maxpool2(self.lrn2(self.conv3(self.conv2(x))))
         x = self.maxpool3(self.inception3b(self.inception3a(x)))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mobilezoo.layers import ChannelShuffle, ConvNormAct, check_input, init_weights
+from mobilezoo.layers import ChannelShuffle, ConvNormAct, init_weights
 from mobilezoo.models.base import (
     FeatureInfo,
     PooledFcModel,
@@ -197,7 +197,7 @@ class ShuffleNetV1(PooledFcModel):
         return [(name, getattr(self, name)) for name in ("conv1", "maxpool", "stage2", "stage3", "stage4")]
 
     def forward_features(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size)
+        self.check_input(x)
         x = self.maxpool(self.conv1(x))
         return self.stage4(self.stage3(self.stage2(x)))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mobilezoo.layers import ConvNormAct, channel_shuffle, check_input, init_weights
+from mobilezoo.layers import ConvNormAct, channel_shuffle, init_weights
 from mobilezoo.models.base import (
     FeatureInfo,
     PooledFcModel,
@@ -152,7 +152,7 @@ class ShuffleNetV2(PooledFcModel):
         return [(name, getattr(self, name)) for name in ("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5")]
 
     def forward_features(self, x: Tensor) -> Tensor:
-        check_input(x, self.in_chans, self.min_input_size)
+        self.check_input(x)
         x = self.maxpool(self.conv1(x))
         return self.conv5(self.stage4(self.stage3(self.stage2(x))))
 
