@@ -53,7 +53,7 @@ def test_unknown_model_suggests_close_matches() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"num_classes": 0}, "num_classes must be an integer >= 1, got 0"),
+        ({"num_classes": -1}, r"num_classes must be an integer >= 0 \(0: no classifier.*got -1"),
         ({"in_chans": 0}, "in_chans must be an integer >= 1, got 0"),
         ({"width_mult": 0.0}, "width_mult must be a number > 0, got 0.0"),
         ({"width_mult": -1}, "width_mult must be a number > 0, got -1"),

@@ -204,6 +204,80 @@ def model_card(name: str) -> ModelCard:
     return card
 
 
+# timm's and torchvision's create-model arguments that have no mobilezoo counterpart, and what to use instead
+_FOREIGN_ARGUMENTS = {
+    "pretrained": "pass weights='torchvision' (torchvision's ImageNet checkpoint, for the models that have one) or "
+    "weights=<file>; mobilezoo has no timm checkpoints",
+    "checkpoint_path": "pass weights=<file>",
+    "drop_path_rate": "stochastic depth is not implemented; drop_rate sets the classifier's dropout",
+    "dropout": "pass drop_rate (the classifier's dropout probability)",
+    "norm_layer": "the models use nn.BatchNorm2d; convert it after creation (e.g. "
+    "nn.SyncBatchNorm.convert_sync_batchnorm(model)) or fold it for inference with mobilezoo.deploy.fuse(model)",
+}
+
+
+def _ecosystem_arguments(
+    name: str, weights: Any, num_classes: int, kwargs: dict[str, Any]
+) -> tuple[Any, int, bool, bool]:
+    """timm's and torchvision's conventions, accepted where they mean something here; the rest raise a ValueError
+    naming the argument and what to use instead (also any argument the model's class does not take).
+
+    Accepted: ``pretrained=False``, ``global_pool="avg"`` (what every model does), ``progress`` (torchvision's download
+    progress bar), ``num_classes=0`` (no classifier: the model returns its pooled features, as timm's), and torchvision
+    weights as an enum member (``MobileNet_V2_Weights.DEFAULT``) or string (``"DEFAULT"``, ``"IMAGENET1K_V1"``,
+    ``"MobileNet_V2_Weights.IMAGENET1K_V1"``), converted to ``"torchvision:<member>"``. Pops what it accepts from
+    ``kwargs``; returns (weights, num_classes to build with, whether to drop the classifier after loading, progress).
+    """
+    import inspect
+    import re
+    import typing
+    from enum import Enum
+    from pathlib import Path
+
+    if kwargs.get("pretrained", True) is False:
+        del kwargs["pretrained"]
+    progress = kwargs.pop("progress", True)
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False (torchvision's download progress bar), got {progress!r}")
+    pool = kwargs.pop("global_pool", "avg")
+    if pool != "avg":
+        raise ValueError(
+            f"global_pool={pool!r}: mobilezoo models pool by average only ('avg'); for the unpooled feature map use "
+            "model.forward_features(x) or create_model(..., features_only=True)"
+        )
+    for key, hint in _FOREIGN_ARGUMENTS.items():
+        if key in kwargs:
+            raise ValueError(f"{key}={kwargs[key]!r} is not a mobilezoo argument: {hint}")
+    cls = typing.get_type_hints(_BUILDERS[name]).get("return")
+    if cls is not None:
+        takes = [p for p in inspect.signature(cls).parameters if p not in ("num_classes", "in_chans")]
+        unknown = sorted(set(kwargs) - set(takes))
+        if unknown:
+            raise ValueError(
+                f"{name} takes no argument {unknown[0]!r}; it takes num_classes, in_chans, weights, features_only, "
+                f"out_indices and {', '.join(takes)}"
+            )
+    tv = _CARDS[name].torchvision
+    want = tv.weights if tv is not None else None  # e.g. "MobileNet_V2_Weights"; None: torchvision has no checkpoint
+    if isinstance(weights, Enum):
+        enum_name, member = type(weights).__name__, weights.name  # DEFAULT is an alias: .name is the real member
+        if not enum_name.endswith("_Weights"):
+            raise ValueError(
+                f"weights={weights!r} is not a torchvision weights enum member (such as X_Weights.DEFAULT)"
+            )
+    elif isinstance(weights, str) and not Path(weights).exists():
+        match = re.fullmatch(r"(?:(\w+_Weights)\.)?([A-Z][A-Z0-9_]*)", weights)
+        enum_name, member = match.groups() if match else (None, None)
+    else:
+        enum_name, member = None, None
+    if enum_name is not None and want is not None and enum_name != want:
+        raise ValueError(f"weights={weights!r} are {enum_name}'s, another architecture's; {name} takes {want}")
+    if member is not None:
+        weights = f"torchvision:{member}"  # the create_model form; a model without a checkpoint is refused there
+    check_num_classes(num_classes, allow_zero=True)
+    return weights, num_classes or 1000, num_classes == 0, progress
+
+
 def create_model(
     name: str,
     *,
@@ -232,6 +306,7 @@ def create_model(
     from mobilezoo import weights as wts
 
     name = _lookup(name)
+    weights, num_classes, pooled_only, progress = _ecosystem_arguments(name, weights, num_classes, model_kwargs)
     check_num_classes(num_classes)
     check_in_chans(in_chans)
     if out_indices is not None and not features_only:
@@ -255,10 +330,12 @@ def create_model(
     model = builder(num_classes=num_classes, in_chans=in_chans, **model_kwargs)  # bad kwargs fail before a download
     if tv_enum is not None:
         member = str(weights).partition(":")[2] or "DEFAULT"
-        state = wts.torchvision_state_dict(tv_enum, member)
+        state = wts.torchvision_state_dict(tv_enum, member, progress=progress)
         wts.load_weights(model, state, adapt=adapt_weights, label=f"torchvision's {tv_enum}.{member} checkpoint")
     elif weights is not None:
         wts.load_weights(model, weights, adapt=adapt_weights)
+    if pooled_only:
+        model.reset_classifier(0)
     model.model_name = name  # type: ignore[assignment]
     if features_only:
         return FeatureExtractor(model, out_indices)

@@ -19,6 +19,7 @@ from mobilezoo.models.base import (
     check_in_chans,
     check_num_classes,
     check_width_mult,
+    new_classifier,
 )
 from mobilezoo.registry import TorchvisionRef, register_model
 
@@ -216,11 +217,10 @@ class MobileNetV3(SequentialTrunkModel):
         return self.classifier[3]
 
     def reset_classifier(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
+        """A fresh classifier for ``num_classes``; 0 removes it (Identity: the model returns its pre-logits)."""
+        check_num_classes(num_classes, allow_zero=True)
         self.num_classes = num_classes
-        self.classifier[3] = nn.Linear(self.num_features, num_classes)
-        nn.init.normal_(self.classifier[3].weight, 0, 0.01)
-        nn.init.zeros_(self.classifier[3].bias)
+        self.classifier[3] = new_classifier(self.num_features, num_classes)
 
 
 def _tv(builder: str, weights: str | None = None, width: float = 1.0) -> TorchvisionRef:
