@@ -11,3 +11,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _policy_cache(tmp_path_factory):
+    """Measured policies and backend choices go to a fresh cache: the user's own must not steer the tests."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MOBILEZOO_CACHE_DIR", str(tmp_path_factory.mktemp("mobilezoo-cache")))
+    yield
+    mp.undo()
