@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import onnx
 import pytest
 import torch
@@ -152,10 +154,13 @@ def test_export_records_the_architecture(tmp_path) -> None:
 
 def test_onnx_bad_input(tmp_path) -> None:
     model = create_model("mobilenet_v3_small")
-    with pytest.raises(ValueError, match="opset 13"):
-        export_onnx(model, tmp_path / "m.onnx", opset=13)
-    with pytest.raises(ValueError, match="opset 99"):
-        export_onnx(model, tmp_path / "m.onnx", opset=99)
+    for opset in (6, 21, 99):  # the TorchScript-based exporter's range is 7..20
+        with pytest.raises(ValueError, match=rf"unsupported opset {opset}: .* supports opsets 7\.\.20"):
+            export_onnx(model, tmp_path / "m.onnx", opset=opset)
+    with pytest.raises(ValueError, match="batch_size .* must be an integer >= 1, got 0"):
+        export_onnx(model, tmp_path / "m.onnx", dynamic_batch=False, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size=4 fixes the batch: pass dynamic_batch=False"):
+        export_onnx(model, tmp_path / "m.onnx", batch_size=4)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export_onnx(model, tmp_path / "missing" / "m.onnx")
     with pytest.raises(ValueError, match=r"\.onnx"):
@@ -186,6 +191,145 @@ def test_parity_error_is_raised(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(ox, "onnx_parity", lambda *a, **k: 1.0)
     with pytest.raises(ParityError, match="differs from PyTorch"):
         export_onnx(model, tmp_path / "m.onnx", resolution=32)
+
+
+# ------------------------------------------------------------------- older opsets, dynamic sizes, a fixed batch
+
+# the smallest model of each model class (every family; the registry-wide export above runs at the default opset)
+REPRESENTATIVES = [
+    "mobilenet_v1_x0_25",
+    "mobilenet_v2_x0_35",
+    "mobilenet_v3_small",
+    "shufflenet_v1_g3_x0_5",
+    "shufflenet_v2_x0_5",
+    "googlenet",
+    "vgg16",
+]
+
+
+def _ops(path) -> dict[str, int]:
+    ops: dict[str, int] = {}
+    for node in load_onnx(path).graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return ops
+
+
+# 7 is the TorchScript-based exporter's lowest opset (no constant folding below 9), 13 a middle one (per-channel QDQ);
+# VGG-16 (~10 s an export for its 120M FC weights) only at the lowest, where its pool is exported as matmuls
+@pytest.mark.parametrize(
+    ("name", "opset"), [(n, o) for n in REPRESENTATIVES for o in (7, 13) if not (n == "vgg16" and o == 13)]
+)
+def test_onnx_older_opsets_parity(name: str, opset: int, tmp_path) -> None:
+    model = _build(name)
+    for fold in [True, False] if name.startswith("shufflenet_v2") else [True]:
+        r = export_onnx(
+            model, tmp_path / f"m{fold}.onnx", resolution=(64, 48), opset=opset, check_batch=3, fold_shuffles=fold
+        )
+        assert r.opset == opset == load_onnx(r.path).opset_import[0].version and r.exporter == "torchscript"
+        with torch.inference_mode():
+            scale = float(model(torch.randn(3, 3, 64, 48)).abs().max())
+        assert scale > 1e-3 and r.max_abs_diff <= 1e-4 + 1e-5 * scale  # not vanishing logits: a real comparison
+        ops = _ops(r.path)
+        assert "HardSwish" not in ops  # native only from opset 14
+        if name == "mobilenet_v3_small":
+            assert ops["HardSigmoid"] == 28  # 19 hard-swishes as x * HardSigmoid(x), 9 SE gates
+        if name.startswith("shufflenet"):
+            gathers = 0 if fold and name.startswith("shufflenet_v2") else 16
+            # the only Transpose below opset 9 is the FC weight's, which torch does not fold there
+            assert ops.get("Gather", 0) == gathers and "Reshape" not in ops
+            assert ops.get("Transpose", 0) == (1 if opset < 9 else 0)
+
+
+@pytest.mark.parametrize("opset", [7, 11, 13, 14])
+def test_hard_activations_at_every_opset_match_pytorch(opset: int, tmp_path) -> None:
+    """Below opset 14 HardSwish is x * HardSigmoid(x): exact on every piece (< -3, -3..3, > 3, the kinks)."""
+    model = nn.Sequential(nn.Hardswish(), nn.Hardsigmoid()).eval()
+    x = torch.cat([torch.linspace(-8, 8, 161), torch.tensor([-3.0, 3.0, 0.0, -2.999, 2.999])]).view(1, 1, 1, -1)
+    path = tmp_path / "act.onnx"
+    with pytest.warns(DeprecationWarning):  # the TorchScript-based exporter's notice
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=["input"])
+    ops = _ops(path)
+    assert ("HardSwish" in ops) == (opset >= 14) and "HardSigmoid" in ops
+    assert onnx_parity(path, model, x) <= 1e-6
+
+
+@pytest.mark.parametrize("name", [n for n in REPRESENTATIVES if n != "vgg16"])
+def test_onnx_dynamic_height_and_width(name: str, tmp_path) -> None:
+    model = _build(name)
+    r = export_onnx(model, tmp_path / "m.onnx", resolution=64, opset=11, dynamic_hw=True)  # GoogLeNet: opset >= 10
+    assert r.dynamic_hw and r.check_resolutions == ((64, 64), (97, 81)) and r.max_abs_diff <= 1e-3
+    dims = load_onnx(r.path).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ["batch", "", "height", "width"]
+    for shape in [(1, 3, 32, 32), (2, 3, 45, 160)]:  # the smallest input and an odd, wide one
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            scale = float(model(x).abs().max())
+        assert onnx_parity(r.path, model, x) <= 1e-4 + 1e-5 * scale
+
+
+def test_onnx_dynamic_height_and_width_refusals(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"VGG16Net cannot .* dynamic height and width at opset 17: avgpool \(adapt"):
+        export_onnx(create_model("vgg16", num_classes=2), tmp_path / "v.onnx", resolution=64, dynamic_hw=True)
+    with pytest.raises(ValueError, match=r"GoogLeNet .* at opset 9: maxpool1, .*ceil-mode pooling, symbolic only fr"):
+        export_onnx(create_model("googlenet"), tmp_path / "g.onnx", resolution=64, opset=9, dynamic_hw=True)
+    with pytest.raises(ValueError, match="dynamic_hw is implemented with the TorchScript-based exporter"):
+        export_onnx(create_model("mobilenet_v3_small"), tmp_path / "m.onnx", opset=18, dynamic_hw=True, dynamo=True)
+
+
+def test_onnx_fixed_batch(tmp_path) -> None:
+    model = _build("shufflenet_v2_x0_5")
+    r = export_onnx(model, tmp_path / "m.onnx", resolution=(48, 64), opset=9, dynamic_batch=False, batch_size=4)
+    assert r.batch_size == 4 and r.check_batch == 4 and not r.dynamic_batch
+    dims = load_onnx(r.path).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [4, 3, 48, 64]
+    with pytest.raises(Exception, match="index: 0 Got: 2 Expected: 4"):  # ONNX Runtime enforces the fixed batch
+        onnx_parity(r.path, model, torch.randn(2, 3, 48, 64))
+
+
+def test_low_opset_export_errors_are_not_rewritten_at_opset_18(tmp_path, monkeypatch) -> None:
+    """At the default opset an op the TorchScript exporter lacks falls back to the dynamo exporter (opset 18); at an
+    explicitly lower opset, a runtime's requirement, the error is raised instead of a file of another opset."""
+    import mobilezoo.deploy.onnx_export as ox
+
+    def refuse(*args, **kwargs):
+        raise torch.onnx.errors.OnnxExporterError("no symbolic for this op")
+
+    def dynamo(model, path, x, opset, outputs, dynamic_batch):
+        raise RuntimeError(f"dynamo at opset {opset}")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    monkeypatch.setattr(ox, "_export_dynamo", dynamo)
+    model = create_model("mobilenet_v3_small")
+    with pytest.raises(torch.onnx.errors.OnnxExporterError, match="no symbolic"):
+        export_onnx(model, tmp_path / "m.onnx", resolution=32, opset=11)
+    with pytest.raises(RuntimeError, match="dynamo at opset 18"):
+        export_onnx(model, tmp_path / "m.onnx", resolution=32)
+
+
+def test_int8_needs_opset_13(tmp_path) -> None:
+    model = create_model("mobilenet_v3_small", num_classes=10)
+    batches = [torch.randn(2, 3, 32, 32)]
+    with pytest.raises(ValueError, match=r"int8 quantization needs ONNX opset >= 13 .*got opset 12: export int8 at"):
+        quantize(model, batches, out_path=tmp_path / "q.onnx", resolution=32, opset=12)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+    fp32 = export_onnx(model, tmp_path / "m11.onnx", resolution=32, opset=11).path
+    with pytest.raises(ValueError, match=r"got opset 11 \('.*m11\.onnx'\)"):
+        quantize(fp32, batches, out_path=tmp_path / "q.onnx")
+    q = quantize(model, batches, out_path=tmp_path / "q13.onnx", resolution=32, opset=13)
+    assert load_onnx(q.path).opset_import[0].version >= 13 and onnx_session(q.path) is not None
+
+
+def test_export_model_shapes_for_torch_formats(tmp_path) -> None:
+    from mobilezoo.deploy.export import export_model
+
+    r = export_model("mobilenet_v3_small", tmp_path / "m.pt2", format="exported-program", resolution=32,
+                     dynamic_batch=False, batch_size=3)  # fmt: skip
+    program = torch.export.load(str(r.path)).module()
+    assert program(torch.randn(3, 3, 32, 32)).shape == (3, 1000)
+    with pytest.raises(Exception, match="3"):  # the batch is fixed at 3
+        program(torch.randn(2, 3, 32, 32))
+    r = export_model("shufflenet_v2_x0_5", tmp_path / "m.pt", format="torchscript", resolution=32, dynamic_hw=True)
+    assert r.details["dynamic_hw"] and r.details["how"] == "script" and r.max_abs_diff <= 1e-5
 
 
 # torch.export takes ~10 s a model here (the models' contract tests cover it for every model): one representative
@@ -223,5 +367,28 @@ def test_cli_export(tmp_path, capsys) -> None:
     assert "int8" in capsys.readouterr().out
     assert main(["export", "--model", "mobilenet_v2", "--out", str(tmp_path / "x" / "m.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["export", "--model", "mobilenet_v2", "--opset", "11", "--out", str(out)]) == 2
-    assert "unsupported opset 11" in capsys.readouterr().err
+    assert main(["export", "--model", "mobilenet_v2", "--opset", "6", "--out", str(out)]) == 2
+    assert "unsupported opset 6" in capsys.readouterr().err
+
+
+def test_cli_export_for_older_runtimes(tmp_path, capsys) -> None:
+    """The issue's command: opset 11 (refused by the old floor of 17), plus a dynamic size and a fixed batch."""
+    out = tmp_path / "m.onnx"
+    args = ["export", "--model", "mobilenet_v2", "--format", "onnx", "--opset", "11", "--resolution", "64"]
+    assert main([*args, "--out", str(out), "--dynamic-hw", "--batch", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["opset"] == 11 and report["dynamic_hw"] and report["batch_size"] == 4
+    assert report["check_resolutions"] == [[64, 64], [97, 81]] and report["max_abs_diff"] < 1e-4
+    dims = load_onnx(out).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value or d.dim_param for d in dims] == [4, 3, "height", "width"]
+    for bad, message in [
+        (["--format", "onnx-int8", "--calib", "random", "--opset", "12"], "int8 quantization needs ONNX opset >= 13"),
+        (["--format", "exported-program", "--dynamic-hw"], "dynamic height and width is not available for exp"),
+        (
+            ["--format", "onnx-int8", "--calib", "random", "--opset", "13", "--batch", "2"],
+            "onnx-int8 files have a dyna",
+        ),
+        (["--static-batch", "--batch", "3"], "--static-batch fixes the batch at 1 but --batch is 3"),
+    ]:
+        assert main([*args, "--out", str(out), *bad]) == 2
+        assert message in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 
 from mobilezoo.cli._output import console, print_json, print_table
 from mobilezoo.deploy.export import FORMATS, export_model
+from mobilezoo.deploy.onnx_export import DEFAULT_OPSET, MAX_OPSET_LEGACY, MIN_OPSET
 from mobilezoo.deploy.quantize import DEFAULT_EXCLUDE
 
 
@@ -19,6 +20,18 @@ def _resolution(text: str) -> int | tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected a size such as 224 or 192x160, got {text!r}") from None
 
 
+# the result's entries printed in the table (when present and set)
+_SHOWN = ("opset", "exporter", "how", "batch_size", "dynamic_hw", "check_batch", "quant_format", "calibration_images")
+
+
+def _fixed_batch(args: argparse.Namespace) -> int:
+    if args.batch is not None and args.static_batch and args.batch != 1:
+        raise ValueError(f"--static-batch fixes the batch at 1 but --batch is {args.batch}: give one of them")
+    if args.batch is not None and args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    return 1 if args.batch is None else args.batch
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (fp32/int8), TorchScript or torch.export, checked")
     p.add_argument("--model", required=True, help="registered model name (see `mobilezoo list`)")
@@ -28,8 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=_resolution, default=224, help="input size: 224 or HxW such as 192x160")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17-20)")
-    p.add_argument("--static-batch", action="store_true", help="fix the batch at 1 instead of a dynamic batch")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset, {MIN_OPSET}-{MAX_OPSET_LEGACY} for older runtimes (default {DEFAULT_OPSET}; onnx-int8 needs 13+)")  # fmt: skip
+    p.add_argument("--dynamic-hw", action="store_true",
+                   help="dynamic input height and width (onnx, torchscript); checked at a second size too")  # fmt: skip
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="fix the batch at N instead of a dynamic batch (onnx, exported-program)")  # fmt: skip
+    p.add_argument("--static-batch", action="store_true", help="the same as --batch 1")
     p.add_argument("--calib", default=None, help="onnx-int8 calibration: 'builtin', an image folder, or 'random'")
     p.add_argument("--calib-images", type=int, default=256)
     p.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor instead of per channel")
@@ -49,7 +67,9 @@ def run_export(args: argparse.Namespace) -> int:
         in_chans=args.in_chans,
         resolution=args.resolution,
         opset=args.opset,
-        dynamic_batch=not args.static_batch,
+        dynamic_batch=not args.static_batch and args.batch is None,
+        dynamic_hw=args.dynamic_hw,
+        batch_size=_fixed_batch(args),
         calibration=args.calib,
         calibration_images=args.calib_images,
         per_channel=not args.per_tensor,
@@ -62,9 +82,9 @@ def run_export(args: argparse.Namespace) -> int:
     rows = [("file", d["path"]), ("format", d["format"]), ("size (MB)", d["size_bytes"] / 1e6)]
     if d["max_abs_diff"] is not None:
         rows.append(("max |diff| vs PyTorch", f"{d['max_abs_diff']:.2e}"))
-    for key in ("opset", "exporter", "how", "check_batch", "quant_format", "calibration_images"):
-        if key in d:
-            rows.append((key, d[key]))
+    for key in _SHOWN:
+        if key in d and d[key] is not None and d[key] is not False:
+            rows.append((key, "yes" if d[key] is True else d[key]))
     if "fp32_size_bytes" in d:
         rows.append(("fp32 size (MB)", d["fp32_size_bytes"] / 1e6))
         rows.append(("nodes kept in float", ", ".join(d["nodes_kept_float"]) or "none"))

@@ -7,10 +7,12 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from mobilezoo.deploy._common import as_hw
+import torch
+
+from mobilezoo.deploy._common import as_hw, example_input, max_abs_diff
 from mobilezoo.deploy.calibration import image_batches, random_batches
-from mobilezoo.deploy.onnx_export import export_onnx
-from mobilezoo.deploy.quantize import DEFAULT_EXCLUDE, compare_accuracy, quantize
+from mobilezoo.deploy.onnx_export import DEFAULT_OPSET, ParityError, export_onnx, second_resolution
+from mobilezoo.deploy.quantize import DEFAULT_EXCLUDE, check_int8_opset, compare_accuracy, quantize
 from mobilezoo.deploy.torch_export import export_torch
 
 FORMATS = ("onnx", "onnx-int8", "torchscript", "exported-program")
@@ -47,8 +49,10 @@ def export_model(
     num_classes: int = 1000,
     in_chans: int = 3,
     resolution: int | tuple[int, int] = 224,
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
+    dynamic_hw: bool = False,
+    batch_size: int = 1,
     calibration: str | PathLike | None = None,
     calibration_images: int = 256,
     validation_images: int = 1000,
@@ -57,6 +61,11 @@ def export_model(
 ) -> ExportResult:
     """Build registered model ``name`` (with ``weights``) and write it as ``format`` to ``out``.
 
+    Shapes: the batch is dynamic unless ``dynamic_batch=False``, which fixes it at ``batch_size`` (``onnx`` and
+    ``exported-program``; a scripted TorchScript module takes any batch). ``dynamic_hw=True`` makes the height and
+    width dynamic: ``onnx`` (see :func:`~mobilezoo.deploy.export_onnx`) and ``torchscript`` (a scripted module takes
+    any size; checked at a second size here), not ``exported-program`` or ``onnx-int8``, which refuse it with a
+    ValueError, as ``onnx-int8`` refuses a fixed batch and an ``opset`` below 13.
     ``onnx-int8`` calibrates on ``calibration``: ``"builtin"``, an image folder, or ``"random"`` (noise, for smoke
     tests only). With real images it also reports fp32 vs int8 top-1 on up to ``validation_images`` of the ``val``
     split and how often the two agree.
@@ -65,13 +74,39 @@ def export_model(
 
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {FORMATS}")
+    if dynamic_batch and batch_size != 1:
+        raise ValueError(f"batch_size={batch_size} fixes the batch: pass dynamic_batch=False with it")
+    if dynamic_hw and format in ("exported-program", "onnx-int8"):
+        raise ValueError(
+            f"a dynamic height and width is not available for {format}: use format 'onnx' or 'torchscript', or "
+            "export one file per input size (resolution=...)"
+        )
+    if format == "onnx-int8":
+        check_int8_opset(opset)
+        if not dynamic_batch:
+            raise ValueError("onnx-int8 files have a dynamic batch: a fixed batch is available for 'onnx' (fp32)")
     model = create_model(name, weights=weights, num_classes=num_classes, in_chans=in_chans).eval()
     if format == "onnx":
-        r = export_onnx(model, out, resolution=resolution, opset=opset, dynamic_batch=dynamic_batch)
+        r = export_onnx(
+            model,
+            out,
+            resolution=resolution,
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            dynamic_hw=dynamic_hw,
+            batch_size=batch_size,
+        )
         return ExportResult(name, format, r.path, r.size_bytes, r.max_abs_diff, r.to_dict())
     if format in ("torchscript", "exported-program"):
-        r = export_torch(model, out, format=format, resolution=resolution, dynamic_batch=dynamic_batch)
-        return ExportResult(name, format, r.path, r.size_bytes, r.max_abs_diff, r.to_dict())
+        r = export_torch(
+            model, out, format=format, resolution=resolution, dynamic_batch=dynamic_batch, batch_size=batch_size
+        )
+        details = r.to_dict()
+        diff = r.max_abs_diff
+        if dynamic_hw:
+            diff = max(diff, _check_other_size(model, r.path, r.how, as_hw(resolution, model)))
+            details.update(max_abs_diff=diff, dynamic_hw=True)
+        return ExportResult(name, format, r.path, r.size_bytes, diff, details)
     if calibration is None:
         raise ValueError("onnx-int8 needs calibration images: 'builtin', an image folder, or 'random' (smoke tests)")
     hw = as_hw(resolution, model)
@@ -86,3 +121,18 @@ def export_model(
         val = image_batches(calibration, split="val", in_chans=in_chans, resolution=hw[0], num_images=validation_images)
         details["accuracy"] = compare_accuracy(q.fp32_path, q.path, val).to_dict()
     return ExportResult(name, format, q.path, q.size_bytes, None, details)
+
+
+def _check_other_size(model: torch.nn.Module, path: Path, how: str, hw: tuple[int, int], atol: float = 1e-5) -> float:
+    """A saved TorchScript module's max abs difference from ``model`` at :func:`second_resolution`; a traced one has
+    its input size fixed, which a ``dynamic_hw`` export refuses."""
+    if how != "script":
+        raise ValueError(
+            f"the TorchScript file was traced ({how}), so its input size is fixed: dynamic_hw needs scripting"
+        )
+    x = example_input(model, second_resolution(hw), batch=2, seed=2)
+    with torch.inference_mode():
+        diff = max_abs_diff(torch.jit.load(str(path))(x), model(x))
+    if not diff <= atol:
+        raise ParityError(f"the reloaded TorchScript differs from the eager model by {diff:.3g} at another input size")
+    return diff

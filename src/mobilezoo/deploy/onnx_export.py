@@ -1,10 +1,13 @@
 """ONNX export checked against PyTorch with ONNX Runtime, and ONNX Runtime sessions.
 
 The exporter is torch's TorchScript-based one (``dynamo=False``): on this code base it exports a model in about half a
-second where the dynamo exporter takes 10-40 s, it writes native ``HardSwish``/``HardSigmoid`` nodes (opset >= 14),
-and with ``dynamic_axes`` the batch stays symbolic (a traced channel shuffle is one ``Gather`` of a constant
-permutation, ShuffleNet V2's split two constant slices: no shape arithmetic). The dynamo exporter is available with
-``dynamo=True`` (opset >= 18, its lowest implemented opset).
+second where the dynamo exporter takes 10-40 s, it writes native ``HardSwish``/``HardSigmoid`` nodes (opset >= 14;
+below, HardSwish is ``x * HardSigmoid(x)`` with alpha 1/6, exact), and with ``dynamic_axes`` the batch (and with
+``dynamic_hw`` the height and width) stays symbolic (a traced channel shuffle is one ``Gather`` of a constant
+permutation, ShuffleNet V2's split two constant slices: no shape arithmetic). It exports every opset from 7 to 20,
+for older runtimes (TensorRT 7, older OpenVINO, embedded ones); every registered model exports and matches PyTorch at
+each (tests: opsets 7, 11, 13 and 17). The dynamo exporter is available with ``dynamo=True`` (opset >= 18, its lowest
+implemented opset).
 """
 
 from __future__ import annotations
@@ -27,8 +30,13 @@ from torch import Tensor, nn
 from mobilezoo.deploy._common import as_hw, as_model, example_input, output_path
 from mobilezoo.deploy.sessions import onnx_session
 
-MIN_OPSET = 17  # the issue's floor; HardSwish needs 14, LayerNorm-free nets need nothing newer
-MAX_OPSET_LEGACY = 20  # torch.onnx's TorchScript exporter stops at 20
+# torch.onnx's TorchScript-based exporter implements opsets 7..20 (torch.onnx._constants.ONNX_MIN_OPSET and
+# ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET in torch 2.14), and every registered model exports at 7 with ONNX Runtime parity:
+# HardSigmoid exists since opset 6 and HardSwish is x * HardSigmoid(x) below 14. Below opset 9 torch does not fold
+# constants, so the BatchNormalization nodes stay in the file (ONNX Runtime folds them when it loads it).
+MIN_OPSET = 7
+MAX_OPSET_LEGACY = 20
+DEFAULT_OPSET = 17  # native HardSwish/HardSigmoid (>= 14), and what ONNX Runtime, TensorRT 8.6+ and OpenVINO 2022+ read
 MIN_OPSET_DYNAMO = 18
 INPUT_NAME = "input"
 ARCHITECTURE_KEY = "mobilezoo.architecture"  # metadata entry: the exported module's class name
@@ -54,6 +62,9 @@ class OnnxExport:
     exporter: str
     export_seconds: float
     folded_shuffles: bool = False
+    dynamic_hw: bool = False
+    batch_size: int | None = None  # the fixed batch; None when dynamic
+    check_resolutions: tuple[tuple[int, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,10 +80,14 @@ class OnnxExport:
             "exporter": self.exporter,
             "export_seconds": round(self.export_seconds, 3),
             "folded_shuffles": self.folded_shuffles,
+            "dynamic_hw": self.dynamic_hw,
+            "batch_size": self.batch_size,
+            "check_resolutions": [list(r) for r in self.check_resolutions],
         }
 
 
 def check_opset(opset: int, dynamo: bool = False) -> None:
+    """Raise a ValueError unless the exporter (TorchScript-based: 7..20; dynamo: 18..onnx's newest) has ``opset``."""
     low, high = (MIN_OPSET_DYNAMO, onnx.defs.onnx_opset_version()) if dynamo else (MIN_OPSET, MAX_OPSET_LEGACY)
     if not isinstance(opset, int) or not low <= opset <= high:
         which = "dynamo" if dynamo else "TorchScript-based"
@@ -207,13 +222,41 @@ def architecture(path_or_model: str | PathLike | onnx.ModelProto) -> str | None:
     return next((p.value for p in proto.metadata_props if p.key == ARCHITECTURE_KEY), None)
 
 
+def second_resolution(hw: tuple[int, int]) -> tuple[int, int]:
+    """The other input size a ``dynamic_hw`` export is checked at: odd, and larger in both dimensions."""
+    return hw[0] + 33, hw[1] + 17
+
+
+def _fixed_size_modules(model: nn.Module, opset: int) -> list[str]:
+    """The modules torch's TorchScript-based exporter cannot give a symbolic input size, grouped by the reason."""
+    found: dict[str, list[str]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,) * 2
+            if any(s not in (1, None) for s in size):
+                why = f"adaptive pooling to {m.output_size}, whose kernel depends on the input size"
+                found.setdefault(why, []).append(name)
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and m.ceil_mode and opset < 10:
+            found.setdefault("ceil-mode pooling, symbolic only from opset 10 on", []).append(name)
+    return [f"{', '.join(names)} ({why})" for why, names in found.items()]
+
+
+def _dynamic_hw_refusal(model: nn.Module, opset: int, why: str) -> ValueError:
+    return ValueError(
+        f"{type(model).__name__} cannot be exported with a dynamic height and width at opset {opset}: {why}; export "
+        "one file per input size instead (dynamic_hw=False, resolution=...)"
+    )
+
+
 def export_onnx(
     model: nn.Module | str,
     path: str | PathLike,
     *,
     resolution: int | tuple[int, int] = 224,
-    opset: int = MIN_OPSET,
+    opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
+    dynamic_hw: bool = False,
+    batch_size: int = 1,
     check: bool = True,
     atol: float = 1e-4,
     rtol: float = 1e-5,
@@ -221,18 +264,24 @@ def export_onnx(
     dynamo: bool | None = None,
     fold_shuffles: bool = True,
 ) -> OnnxExport:
-    """Export ``model`` (eval mode, batch 1) to ONNX and check it with ONNX Runtime against PyTorch on a random input.
+    """Export ``model`` (eval mode) to ONNX and check it with ONNX Runtime against PyTorch on a random input.
 
-    ``resolution`` is ``224`` or ``(height, width)``; the batch dimension is symbolic (``batch``) when
-    ``dynamic_batch``. The check runs a batch of ``check_batch`` (1 for a fixed batch) and raises
-    :class:`ParityError` when the outputs differ by more than ``atol + rtol * max|PyTorch output|`` (1e-4 for
-    logits of magnitude below 1, relatively looser for randomly initialised nets whose logits reach hundreds).
-    ``dynamo``: None uses the TorchScript-based exporter and falls back to the dynamo exporter (at opset >= 18) for
-    an op the former cannot export; True or False forces one exporter. Adaptive average pools whose output size does
-    not divide their input size (VGG-16's 7x7 pool below 224 px) are exported as two constant matrix products.
-    ``fold_shuffles``: a ShuffleNet V2 is exported as :func:`~mobilezoo.deploy.unshuffle.unshuffle` makes it, its
-    channel shuffles and splits folded into the weights (the same function, checked against the model itself).
-    The file records the model's class name in its metadata (``mobilezoo.architecture``).
+    ``resolution`` is ``224`` or ``(height, width)``. ``opset``: 7..20 (the TorchScript-based exporter's range; 17 by
+    default). Shapes: the batch dimension is symbolic (``batch``) when ``dynamic_batch``, else fixed at
+    ``batch_size``; ``dynamic_hw=True`` makes the height and width symbolic too (``height``, ``width``; the graph
+    then takes any size of at least the model's ``min_input_size``). VGG-16's 7x7 adaptive pool, and GoogLeNet's
+    ceil-mode pools below opset 10, have no symbolic-size form: ``dynamic_hw`` refuses them with a ValueError.
+    The check runs a batch of ``check_batch`` (``batch_size`` for a fixed batch), at ``resolution`` and with
+    ``dynamic_hw`` also at :func:`second_resolution`, and raises :class:`ParityError` when the outputs differ by more
+    than ``atol + rtol * max|PyTorch output|`` (1e-4 for logits of magnitude below 1, relatively looser for randomly
+    initialised nets whose logits reach hundreds). ``dynamo``: None uses the TorchScript-based exporter and, at the
+    default opset or above, falls back to the dynamo exporter (at opset >= 18) for an op the former cannot export (an
+    explicitly lower opset is a runtime's requirement, so there the error is raised); True or False forces one
+    exporter. Adaptive average pools whose output size does not divide their input size (VGG-16's 7x7 pool below
+    224 px) are exported as two constant matrix products. ``fold_shuffles``: a ShuffleNet V2 is exported as
+    :func:`~mobilezoo.deploy.unshuffle.unshuffle` makes it, its channel shuffles and splits folded into the weights
+    (the same function, checked against the model itself). The file records the model's class name in its metadata
+    (``mobilezoo.architecture``).
     """
     from mobilezoo.deploy.unshuffle import unshuffle
     from mobilezoo.models.shufflenet_v2 import ShuffleNetV2
@@ -241,26 +290,45 @@ def export_onnx(
     check_opset(opset, bool(dynamo))
     if not isinstance(check_batch, int) or check_batch < 1:
         raise ValueError(f"check_batch must be an integer >= 1, got {check_batch!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size (the fixed batch) must be an integer >= 1, got {batch_size!r}")
+    if dynamic_batch and batch_size != 1:
+        raise ValueError(f"batch_size={batch_size} fixes the batch: pass dynamic_batch=False with it")
+    if dynamic_hw and dynamo:
+        raise ValueError("dynamic_hw is implemented with the TorchScript-based exporter: pass dynamo=None or False")
+    fixed = _fixed_size_modules(model, opset) if dynamic_hw else []
+    if fixed:
+        raise _dynamic_hw_refusal(model, opset, "; ".join(fixed))
     path = output_path(path, (".onnx",))
     hw = as_hw(resolution, model)
     was_training = model.training
     model.eval()
     try:
-        x = example_input(model, hw, batch=1)
+        x = example_input(model, hw, batch=1 if dynamic_batch else batch_size)
         with torch.no_grad():
             n_out = len(_outputs(model(x)))
         outputs = ["logits"] if n_out == 1 else [f"feature_{i}" for i in range(n_out)]
         folded = fold_shuffles and isinstance(model, ShuffleNetV2)
         exported = unshuffle(model) if folded else model
-        axes = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]} if dynamic_batch else None
+        axes: dict[str, dict[int, str]] = {
+            name: {0: "batch"} if dynamic_batch else {} for name in [INPUT_NAME, *outputs]
+        }
+        if dynamic_hw:
+            axes[INPUT_NAME].update({2: "height", 3: "width"})
+            for name in outputs if n_out > 1 else []:  # feature maps: their sizes follow the input's
+                axes[name].update({2: f"{name}_height", 3: f"{name}_width"})
+        axes = {name: dims for name, dims in axes.items() if dims}
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings from the input checks, the exporter's deprecation notice
             if dynamo:
-                _export_dynamo(exported, path, example_input(model, hw, batch=2), opset, outputs, dynamic_batch)
+                batch = 2 if dynamic_batch else batch_size
+                _export_dynamo(exported, path, example_input(model, hw, batch=batch), opset, outputs, dynamic_batch)
             else:
                 try:
-                    with _exportable_pools(exported, x):
+                    # with a symbolic size the pools cannot be constant matrices: the exporter refuses them instead
+                    pools = contextlib.nullcontext() if dynamic_hw else _exportable_pools(exported, x)
+                    with pools:
                         torch.onnx.export(
                             exported,
                             (x,),
@@ -269,28 +337,36 @@ def export_onnx(
                             opset_version=opset,
                             input_names=[INPUT_NAME],
                             output_names=outputs,
-                            dynamic_axes=axes,
+                            dynamic_axes=axes or None,
                             do_constant_folding=True,
                         )
-                except torch.onnx.errors.OnnxExporterError:
-                    if dynamo is False:
+                except torch.onnx.errors.OnnxExporterError as e:
+                    if dynamic_hw:
+                        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                        raise _dynamic_hw_refusal(model, opset, f"torch's exporter: {first}") from None
+                    if dynamo is False or opset < DEFAULT_OPSET:
                         raise
                     dynamo, opset = True, max(opset, MIN_OPSET_DYNAMO)
-                    _export_dynamo(exported, path, example_input(model, hw, batch=2), opset, outputs, dynamic_batch)
+                    batch = 2 if dynamic_batch else batch_size
+                    _export_dynamo(exported, path, example_input(model, hw, batch=batch), opset, outputs, dynamic_batch)
         seconds = time.perf_counter() - start
         _record_architecture(path, type(model).__name__)
-        diff, batch = None, None
+        diff, batch, checked = None, None, ()
         if check:
-            batch = check_batch if dynamic_batch else 1
-            x_check = example_input(model, hw, batch=batch, seed=1)
-            diff = onnx_parity(path, model, x_check)
-            with torch.inference_mode():
-                scale = max(float(t.abs().max()) for t in _outputs(model(x_check)))
-            if not diff <= atol + rtol * scale:
-                raise ParityError(
-                    f"ONNX Runtime's output differs from PyTorch's by {diff:.3g} (> {atol:g} + {rtol:g} x {scale:.3g}) "
-                    f"for {str(path)!r}"
-                )
+            batch = check_batch if dynamic_batch else batch_size
+            checked = (hw, second_resolution(hw)) if dynamic_hw else (hw,)
+            diffs = []
+            for size in checked:
+                x_check = example_input(model, size, batch=batch, seed=1)
+                diffs.append(onnx_parity(path, model, x_check))
+                with torch.inference_mode():
+                    scale = max(float(t.abs().max()) for t in _outputs(model(x_check)))
+                if not diffs[-1] <= atol + rtol * scale:
+                    raise ParityError(
+                        f"ONNX Runtime's output differs from PyTorch's by {diffs[-1]:.3g} (> {atol:g} + {rtol:g} x "
+                        f"{scale:.3g}) for {str(path)!r} at {size[0]}x{size[1]}"
+                    )
+            diff = max(diffs)
     finally:
         model.train(was_training)
     return OnnxExport(
@@ -306,4 +382,7 @@ def export_onnx(
         exporter="dynamo" if dynamo else "torchscript",
         export_seconds=seconds,
         folded_shuffles=folded,
+        dynamic_hw=dynamic_hw,
+        batch_size=None if dynamic_batch else batch_size,
+        check_resolutions=checked,
     )

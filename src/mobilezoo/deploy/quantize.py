@@ -42,7 +42,7 @@ from torch import nn
 
 from mobilezoo.deploy._common import as_model, output_path
 from mobilezoo.deploy.int8_rewrites import REWRITES, avgpool_as_conv, uint8_hardsigmoid
-from mobilezoo.deploy.onnx_export import MIN_OPSET, architecture, export_onnx, load_onnx
+from mobilezoo.deploy.onnx_export import DEFAULT_OPSET, architecture, export_onnx, load_onnx
 from mobilezoo.deploy.sessions import onnx_session
 
 METHODS = ("static", "dynamic")
@@ -261,6 +261,20 @@ def float_nodes(path: str | PathLike) -> list[str]:
     return kept_float
 
 
+# ONNX Runtime's QDQ graphs need opset 13: per-channel QuantizeLinear/DequantizeLinear (their axis attribute) are
+# opset 13, and at 10-12 its quantizer wrote graphs ONNX Runtime itself refused to load (MobileNetV3 per tensor too).
+MIN_OPSET_INT8 = 13
+
+
+def check_int8_opset(opset: int, where: str = "") -> None:
+    """Raise a ValueError naming ``opset`` when it is below :data:`MIN_OPSET_INT8`."""
+    if isinstance(opset, int) and opset < MIN_OPSET_INT8:
+        raise ValueError(
+            f"int8 quantization needs ONNX opset >= {MIN_OPSET_INT8} (per-channel QuantizeLinear/DequantizeLinear), "
+            f"got opset {opset}{where}: export int8 at opset {MIN_OPSET_INT8}-20, or fp32 at opset {opset}"
+        )
+
+
 def quantize(
     model_or_onnx: nn.Module | str | PathLike,
     calibration_data: Iterable[Any] | None,
@@ -274,7 +288,7 @@ def quantize(
     reduce_range: bool | None = None,
     calibrate_method: str = "minmax",
     rewrites: Sequence[str] = REWRITES,
-    opset: int = MIN_OPSET,
+    opset: int = DEFAULT_OPSET,
     target: str = "onnxruntime",
 ) -> QuantizedModel:
     """Quantize a model to int8 ONNX with ONNX Runtime's ``quantize_static`` (or ``quantize_dynamic``).
@@ -291,6 +305,7 @@ def quantize(
     ``reduce_range``), per output channel by default. ``reduce_range=None`` follows this CPU's policy
     (:func:`mobilezoo.policies.int8_weight_bits`: 7-bit without an int8 dot product). ``target`` is the runtime the
     file is for (``"onnxruntime"`` or ``"openvino"``): ``float-stem-if-faster`` follows that runtime's measured policy.
+    ``opset`` is the fp32 export's; int8 needs at least :data:`MIN_OPSET_INT8` (13), as does a given fp32 file.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -312,6 +327,7 @@ def quantize(
         raise ValueError(f"unknown calibrate_method {calibrate_method!r}; expected one of {CALIBRATIONS}")
     if method == "static" and calibration_data is None:
         raise ValueError("static quantization needs calibration_data (an iterable of (N, C, H, W) batches)")
+    check_int8_opset(opset)
     out_path = output_path(out_path, (".onnx",))
     if isinstance(model_or_onnx, (str, PathLike)) and str(model_or_onnx).endswith(".onnx"):
         fp32_path = Path(model_or_onnx)
@@ -321,6 +337,9 @@ def quantize(
             raise ValueError(f"out_path {str(out_path)!r} would overwrite its own fp32 export")
         export_onnx(as_model(model_or_onnx), fp32_path, resolution=resolution, opset=opset)
     fp32 = load_onnx(fp32_path)  # validated once: a file that is not a model fails here, clearly
+    check_int8_opset(
+        next((o.version for o in fp32.opset_import if o.domain in ("", "ai.onnx")), 0), f" ({str(fp32_path)!r})"
+    )
     input_name, arch = fp32.graph.input[0].name, architecture(fp32)
 
     with tempfile.TemporaryDirectory() as tmp:

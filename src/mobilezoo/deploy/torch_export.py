@@ -54,22 +54,26 @@ def export_torch(
     dynamic_batch: bool = True,
     check: bool = True,
     atol: float = 1e-5,
+    batch_size: int = 1,
 ) -> TorchExport:
     """Save ``model`` (eval mode) as TorchScript (``.pt``; scripted, traced if scripting fails) or as a
-    ``torch.export`` ExportedProgram (``.pt2``, batch dimension dynamic when ``dynamic_batch``).
+    ``torch.export`` ExportedProgram (``.pt2``, batch dimension dynamic when ``dynamic_batch``, else ``batch_size``;
+    a scripted module takes any batch).
 
-    With ``check``, the saved file is loaded back and run on a batch of 3 (1 for a fixed batch); outputs that
-    differ from the eager model's by more than ``atol`` raise :class:`ParityError`.
+    With ``check``, the saved file is loaded back and run on a batch of 3 (``batch_size`` for a fixed batch); outputs
+    that differ from the eager model's by more than ``atol`` raise :class:`ParityError`.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {sorted(FORMATS)}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size (the fixed batch) must be an integer >= 1, got {batch_size!r}")
     model = as_model(model)
     path = output_path(path, FORMATS[format])
     hw = as_hw(resolution, model)
     was_training = model.training
     model.eval()
     try:
-        x = example_input(model, hw, batch=2)
+        x = example_input(model, hw, batch=2 if dynamic_batch else batch_size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation notice, TracerWarnings
             if format == "torchscript":
@@ -84,7 +88,7 @@ def export_torch(
                 torch.export.save(program, str(path))
         diff = None
         if check:
-            x_check = example_input(model, hw, batch=3 if dynamic_batch else 2, seed=1)
+            x_check = example_input(model, hw, batch=3 if dynamic_batch else batch_size, seed=1)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 loaded = torch.jit.load(str(path)) if format == "torchscript" else torch.export.load(str(path)).module()
