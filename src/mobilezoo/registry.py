@@ -248,9 +248,12 @@ def _ecosystem_arguments(
     for key, hint in _FOREIGN_ARGUMENTS.items():
         if key in kwargs:
             raise ValueError(f"{key}={kwargs[key]!r} is not a mobilezoo argument: {hint}")
-    cls = typing.get_type_hints(_BUILDERS[name]).get("return")
-    if cls is not None:
-        takes = [p for p in inspect.signature(cls).parameters if p not in ("num_classes", "in_chans")]
+    try:  # the builder's return annotation is the model class, whose __init__ lists the arguments
+        params = inspect.signature(typing.get_type_hints(_BUILDERS[name])["return"]).parameters
+    except Exception:  # a builder registered without a resolvable class annotation: its own errors apply
+        params = {}
+    if params and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        takes = [p for p in params if p not in ("num_classes", "in_chans")]
         unknown = sorted(set(kwargs) - set(takes))
         if unknown:
             raise ValueError(
