@@ -2,8 +2,8 @@
 
 - :func:`fuse` folds BatchNorm into the conv/linear before it; :func:`unshuffle` folds ShuffleNet V2's channel
   shuffles and splits into its weights (what :func:`export_onnx` exports for a ShuffleNet V2).
-- :func:`export_onnx` exports to ONNX (opset >= 17, dynamic batch, native HardSwish/HardSigmoid) and checks the file
-  with ONNX Runtime against PyTorch; :func:`onnx_session` opens it for inference, with ``streams`` a
+- :func:`export_onnx` exports to ONNX (opset 7-20, 17 by default with native HardSwish/HardSigmoid; dynamic batch, or
+  a fixed one; optionally dynamic height and width) and checks the file with ONNX Runtime against PyTorch; :func:`onnx_session` opens it for inference, with ``streams`` a
   :class:`StreamedSession` that splits each batch over the cores (how int8 models use more than one at batch > 1).
 - :func:`quantize` makes an int8 ONNX model with ONNX Runtime's post-training quantization;
   :func:`compare_accuracy` reports fp32 vs int8 top-1 and their agreement.
