@@ -197,8 +197,13 @@ def check_args(
     """Raise a one-line ValueError naming the first bad argument of a measurement."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if backend == "openvino" and "openvino" not in available_backends():
-        raise ValueError("backend 'openvino' needs the openvino package: pip install 'mobilezoo[openvino]'")
+    if backend.startswith("openvino") and backend not in available_backends():
+        from mobilezoo.machine import cpu_info
+
+        why = (
+            "a CPU with bf16 arithmetic (AVX-512 BF16 or AMX)" if backend == "openvino-bf16" else "the openvino package"
+        )
+        raise ValueError(f"backend {backend!r} is not available here: it needs {why} ({cpu_info().summary()})")
     _check_int("batch_size", batch_size, 1)
     _check_int("resolution", resolution, 1)
     if threads is not None:

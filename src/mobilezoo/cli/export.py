@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="registered model name (see `mobilezoo list`)")
     p.add_argument("--weights", default=None, help="weights file (.safetensors/.pth) or 'torchvision'")
     p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--out", required=True, help="output file (.onnx, .pt, .pt2)")
+    p.add_argument(
+        "--out", required=True, help="output file (.onnx, .pt, .pt2; .xml for OpenVINO IR, its .bin beside it)"
+    )
     p.add_argument("--resolution", type=_resolution, default=224, help="input size: 224 or HxW such as 192x160")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--in-chans", type=int, default=3)
@@ -48,11 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="fix the batch at N instead of a dynamic batch (onnx, exported-program)")  # fmt: skip
     p.add_argument("--static-batch", action="store_true", help="the same as --batch 1")
-    p.add_argument("--calib", default=None, help="onnx-int8 calibration: 'builtin', an image folder, or 'random'")
+    p.add_argument("--calib", default=None, help="int8 calibration: 'builtin', an image folder, or 'random'")
     p.add_argument("--calib-images", type=int, default=256)
     p.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor instead of per channel")
     p.add_argument("--exclude", nargs="*", default=None,
-                   help="nodes kept in float: op types, node names, first-conv, float-stem, last-gemm (default: float-stem last-gemm; none given: quantize all)")  # fmt: skip
+                   help="nodes kept in float: op types, node names, first-conv, float-stem, float-stem-if-faster, last-gemm (default: float-stem-if-faster last-gemm, the stem as this machine's policy says; none given: quantize all)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_export)
 
@@ -94,6 +96,6 @@ def run_export(args: argparse.Namespace) -> int:
         rows += [("top-1 fp32 / int8 (%)", f"{acc['top1_reference']:.2f} / {acc['top1_candidate']:.2f}"),
                  ("top-1 agreement (%)", acc["agreement"]), ("validation images", acc["images"])]  # fmt: skip
     print_table(rows, ["", "value"], title=f"mobilezoo export {result.model}")
-    if result.format == "onnx-int8" and "accuracy" not in d:
+    if result.format.endswith("-int8") and "accuracy" not in d:
         console.print("[yellow]calibrated on random noise: for smoke tests only, accuracy not measured[/yellow]")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -9,13 +10,15 @@ from typing import Any
 
 import torch
 
-from mobilezoo.deploy._common import as_hw, example_input, max_abs_diff
+from mobilezoo.deploy._common import as_hw, example_input, max_abs_diff, output_path
 from mobilezoo.deploy.calibration import image_batches, random_batches
 from mobilezoo.deploy.onnx_export import DEFAULT_OPSET, ParityError, export_onnx, second_resolution
+from mobilezoo.deploy.openvino_export import convert_onnx, export_openvino
 from mobilezoo.deploy.quantize import DEFAULT_EXCLUDE, check_int8_opset, compare_accuracy, quantize
 from mobilezoo.deploy.torch_export import export_torch
 
-FORMATS = ("onnx", "onnx-int8", "torchscript", "exported-program")
+FORMATS = ("onnx", "onnx-int8", "torchscript", "exported-program", "openvino", "openvino-int8")
+INT8_FORMATS = ("onnx-int8", "openvino-int8")
 
 
 @dataclass(frozen=True)
@@ -76,16 +79,19 @@ def export_model(
         raise ValueError(f"unknown format {format!r}; expected one of {FORMATS}")
     if dynamic_batch and batch_size != 1:
         raise ValueError(f"batch_size={batch_size} fixes the batch: pass dynamic_batch=False with it")
-    if dynamic_hw and format in ("exported-program", "onnx-int8"):
+    if dynamic_hw and format in ("exported-program", *INT8_FORMATS, "openvino"):
         raise ValueError(
             f"a dynamic height and width is not available for {format}: use format 'onnx' or 'torchscript', or "
             "export one file per input size (resolution=...)"
         )
-    if format == "onnx-int8":
+    if format in INT8_FORMATS:
         check_int8_opset(opset)
-        if not dynamic_batch:
-            raise ValueError("onnx-int8 files have a dynamic batch: a fixed batch is available for 'onnx' (fp32)")
-    model = create_model(name, weights=weights, num_classes=num_classes, in_chans=in_chans).eval()
+    if format in (*INT8_FORMATS, "openvino") and not dynamic_batch:
+        raise ValueError(f"{format} files have a dynamic batch: a fixed batch is available for 'onnx' (fp32)")
+    # exact unless the weights are torchvision's (whose 1000-class head is replaced on purpose): exporting someone's
+    # checkpoint with a random classifier swapped in would be a silent error
+    adapt = weights is not None and str(weights).startswith("torchvision")
+    model = create_model(name, weights=weights, num_classes=num_classes, in_chans=in_chans, adapt_weights=adapt).eval()
     if format == "onnx":
         r = export_onnx(
             model,
@@ -107,20 +113,33 @@ def export_model(
             diff = max(diff, _check_other_size(model, r.path, r.how, as_hw(resolution, model)))
             details.update(max_abs_diff=diff, dynamic_hw=True)
         return ExportResult(name, format, r.path, r.size_bytes, diff, details)
+    if format == "openvino":
+        r = export_openvino(model, out, resolution=resolution)
+        return ExportResult(name, format, r.path, r.size_bytes, r.max_abs_diff, r.to_dict())
     if calibration is None:
-        raise ValueError("onnx-int8 needs calibration images: 'builtin', an image folder, or 'random' (smoke tests)")
+        raise ValueError(f"{format} needs calibration images: 'builtin', an image folder, or 'random' (smoke tests)")
     hw = as_hw(resolution, model)
     if str(calibration) == "random":
         batches: Any = random_batches(in_chans, hw, num_images=calibration_images)
     else:
         batches = image_batches(calibration, in_chans=in_chans, resolution=hw[0] if hw[0] == hw[1] else hw,
                                 num_images=calibration_images)  # fmt: skip
-    q = quantize(model, batches, out_path=out, per_channel=per_channel, resolution=hw, exclude=exclude, opset=opset)
-    details = q.to_dict()
-    if str(calibration) != "random":
-        val = image_batches(calibration, split="val", in_chans=in_chans, resolution=hw[0], num_images=validation_images)
-        details["accuracy"] = compare_accuracy(q.fp32_path, q.path, val).to_dict()
-    return ExportResult(name, format, q.path, q.size_bytes, None, details)
+    target = "openvino" if format == "openvino-int8" else "onnxruntime"
+    with tempfile.TemporaryDirectory() as tmp:
+        qdq = output_path(out, (".onnx",)) if target == "onnxruntime" else Path(tmp) / "model.int8.onnx"
+        q = quantize(model, batches, out_path=qdq, per_channel=per_channel, resolution=hw, exclude=exclude,
+                     opset=opset, target=target)  # fmt: skip
+        details = q.to_dict()
+        path, size = q.path, q.size_bytes
+        if target == "openvino":
+            path, bin_path = convert_onnx(q.path, out)
+            size = path.stat().st_size + bin_path.stat().st_size
+            details.update(path=str(path), bin_path=str(bin_path), size_bytes=size, fp32_path=None)
+        if str(calibration) != "random":
+            val = image_batches(calibration, split="val", in_chans=in_chans, resolution=hw[0],
+                                num_images=validation_images)  # fmt: skip
+            details["accuracy"] = compare_accuracy(q.fp32_path, path, val).to_dict()
+    return ExportResult(name, format, path, size, None, details)
 
 
 def _check_other_size(model: torch.nn.Module, path: Path, how: str, hw: tuple[int, int], atol: float = 1e-5) -> float:

@@ -439,6 +439,11 @@ def _predictor(model: nn.Module | str | PathLike, threads: int | None):
                 return model(torch.from_numpy(x)).numpy()
 
         return run
+    if str(model).endswith(".xml"):  # an OpenVINO IR (mobilezoo export --format openvino / openvino-int8)
+        from mobilezoo.deploy.sessions import openvino_model
+
+        compiled = openvino_model(model, threads, precision="f32")
+        return lambda x: compiled.run(x).copy()
     session = onnx_session(model, threads)
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
@@ -451,7 +456,8 @@ def compare_accuracy(
     *,
     threads: int | None = None,
 ) -> AccuracyComparison:
-    """Top-1 (%) of two models (modules or ONNX files) on ``data`` (an iterable of (images, labels) batches)."""
+    """Top-1 (%) of two models (modules, ONNX files or OpenVINO ``.xml`` files) on ``data`` (an iterable of (images,
+    labels) batches)."""
     ref, cand = _predictor(reference, threads), _predictor(candidate, threads)
     n = hits_ref = hits_cand = agree = 0
     for item in data:
