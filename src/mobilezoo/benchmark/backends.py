@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import functools
 import shutil
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from mobilezoo.benchmark.environment import package_version
+from mobilezoo.policies import FAIR_SPIN
 
 BACKENDS = (
     "eager",
@@ -109,6 +111,8 @@ def _torchscript(model: nn.Module, x: Tensor, dev: torch.device, threads: int, t
     return Prepared(lambda: traced(xd), notes="torch.jit.trace + freeze + optimize_for_inference")
 
 
+# ONNX Runtime's spinning for the sessions being prepared (set by prepare())
+_SPIN: contextvars.ContextVar[str | None] = contextvars.ContextVar("spin", default=FAIR_SPIN)
 # files exported once and shared by every backend prepared inside one `shared_exports()` block (the auto backend's
 # candidates all start from the same ONNX export, and the int8 ones from the same calibrated model)
 _SHARED: dict[tuple, tuple[Path, str]] = {}
@@ -155,12 +159,13 @@ def _streams(batch: int, threads: int) -> int:
 
 def _session(path: Path, x: Tensor, threads: int, note: str, dtype: str, streamed: bool) -> Prepared:
     from mobilezoo.deploy import onnx_session
-    from mobilezoo.policies import FAIR_SPIN
 
     streams = _streams(x.shape[0], threads) if streamed else 1
-    # spinning only while a run is in progress: as fast as ONNX Runtime's default alone, and an idle session does not
-    # spin on the cores of the one being timed next to it (see mobilezoo.policies.ort_spin)
-    session = onnx_session(path, threads, streams=streams, spin=FAIR_SPIN)
+    # by default spinning only while a run is in progress: an idle session does not spin on the cores of the one being
+    # timed next to it (see mobilezoo.policies.ort_spin)
+    spin = _SPIN.get()
+    session = onnx_session(path, threads, streams=streams, spin=spin)
+    note += f"; thread spinning {spin or 'by policy'}"
     feed = {session.get_inputs()[0].name: x.numpy()}
     if streamed:
         note += (
@@ -179,7 +184,7 @@ def _onnxruntime(
         path,
         x,
         threads,
-        note + "; ONNX Runtime CPU, all graph optimizations, spinning during runs",
+        note + "; ONNX Runtime CPU, all graph optimizations",
         "float32",
         streamed,
     )
@@ -265,18 +270,32 @@ _PREPARERS: dict[str, Callable[[nn.Module, Tensor, torch.device, int, Path], Pre
 }
 
 
-def prepare(model: nn.Module, backend: str, x: Tensor, *, threads: int, device: str | torch.device = "cpu") -> Prepared:
+def prepare(
+    model: nn.Module,
+    backend: str,
+    x: Tensor,
+    *,
+    threads: int,
+    device: str | torch.device = "cpu",
+    spin: str | None = FAIR_SPIN,
+) -> Prepared:
     """Make ``model`` (put it in eval mode first) ready to run ``x`` on ``backend``: all conversions happen here.
 
-    Exported files go to a temporary folder that ``Prepared.cleanup()`` removes.
+    ``spin``: ONNX Runtime's thread spinning (:data:`mobilezoo.policies.SPIN_MODES`). The default spins only during
+    runs, which keeps call-by-call interleaved timing fair; None uses this machine's deployment policy (fair only when
+    the candidates are timed in blocks with pauses between them). Exported files go to a temporary folder that
+    ``Prepared.cleanup()`` removes.
     """
     if backend not in _PREPARERS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     tmp = Path(tempfile.mkdtemp(prefix="mobilezoo-bench-"))
+    token = _SPIN.set(spin)
     try:
         prepared = _PREPARERS[backend](model, x, torch.device(device), threads, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _SPIN.reset(token)
     prepared.cleanup = lambda: shutil.rmtree(tmp, ignore_errors=True)
     return prepared
