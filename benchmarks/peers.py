@@ -123,11 +123,12 @@ def measure_cell(name: str, batch: int, threads: int, rounds: int) -> dict:
     if batch == 1:  # a batch of 1 cannot be split: the -streams forms are the plain ones
         ours_backends = [b for b in ours_backends if not b.endswith("-streams")]
     model = create_model(name).eval()
-    runs, errors, notes = {}, {}, {}
+    runs, errors, notes, prepared = {}, {}, {}, []
     with tempfile.TemporaryDirectory() as tmp, shared_exports(), torch.inference_mode():
         for b in ours_backends:
             try:
                 p = prepare(model, b, x_t, threads=threads, spin=None)  # this machine's policy: timed in blocks
+                prepared.append(p)
                 p.run()
                 runs[f"ours:{b}"] = p.run
                 notes[f"ours:{b}"] = p.notes
@@ -140,6 +141,8 @@ def measure_cell(name: str, batch: int, threads: int, rounds: int) -> dict:
                 fn()
         calls = 20 if batch == 1 else 3
         choice = measure_choice(runs, calls=calls, warmup=1, min_rounds=rounds, max_rounds=rounds, pause_s=0.1)
+        for p in prepared:
+            p.cleanup()
     cands = {}
     for k, per_round in choice.per_round_ms.items():
         prec = precision(k.split(":", 1)[1]) if k.startswith("ours:") else PEER_PRECISION[k]

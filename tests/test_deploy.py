@@ -392,3 +392,24 @@ def test_cli_export_for_older_runtimes(tmp_path, capsys) -> None:
     ]:
         assert main([*args, "--out", str(out), *bad]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_int8_export_with_images_at_a_non_square_resolution_is_refused_clearly(tmp_path) -> None:
+    from mobilezoo.deploy.export import export_model
+
+    with pytest.raises(ValueError, match=r"square resolution \(one int\), got \(64, 32\)"):
+        export_model("mobilenet_v1_x0_25", tmp_path / "q.onnx", format="onnx-int8", in_chans=1, num_classes=10,
+                     resolution=(64, 32), calibration="builtin", calibration_images=16)  # fmt: skip
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_export_refuses_calibration_for_fp32_and_loads_a_local_file_exactly(tmp_path) -> None:
+    from mobilezoo.deploy.export import export_model
+
+    with pytest.raises(ValueError, match="calibration images apply to the int8 formats"):
+        export_model("mobilenet_v1_x0_25", tmp_path / "m.onnx", resolution=32, calibration="builtin")
+    # a local file whose name starts with "torchvision" is still a local file: loaded exactly, no head swapped in
+    path = tmp_path / "torchvision_finetuned.pth"
+    torch.save(create_model("mobilenet_v1_x0_25", num_classes=10).state_dict(), path)
+    with pytest.raises(ValueError, match="classifier"):
+        export_model("mobilenet_v1_x0_25", tmp_path / "m.onnx", resolution=32, weights=str(path))

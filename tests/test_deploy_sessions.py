@@ -40,10 +40,11 @@ def test_onnx_session_spin_modes(onnx_file, spin, entries) -> None:
 def test_onnx_session_default_spin_is_the_machines_policy(onnx_file, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MOBILEZOO_CACHE_DIR", str(tmp_path))
     assert (_entry(onnx_session(onnx_file, 1), SPIN), _entry(onnx_session(onnx_file, 1), STOP)) == ("1", "1")
-    policies.save_decisions([Decision("ort_spin", "off", "measured", "test")])
+    policies.save_decisions([Decision("ort_spin/threads=1", "off", "measured", "test"),
+                             Decision("ort_spin/threads=2", "always", "measured", "test")])  # fmt: skip
     assert _entry(onnx_session(onnx_file, 1), SPIN) == "0"
-    streamed = onnx_session(onnx_file, 2, streams=2)  # each stream's session follows the policy too
-    assert _entry(streamed.session, SPIN) == "0"
+    streamed = onnx_session(onnx_file, 2, streams=2)  # the policy for the threads in all, 2: always
+    assert (_entry(streamed.session, SPIN), _entry(streamed.session, STOP)) == (None, None)
     with pytest.raises(ValueError, match="unknown spin mode 'sometimes'"):
         onnx_session(onnx_file, 1, spin="sometimes")
 

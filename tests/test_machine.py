@@ -1,4 +1,4 @@
-from mobilezoo.machine import CpuInfo, cpu_info, machine_key, parse_cpuinfo
+from mobilezoo.machine import FEATURES, INT8_DOT_FEATURES, CpuInfo, cpu_info, machine_key, parse_cpuinfo
 
 AMD = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -44,4 +44,5 @@ def test_machine_key_changes_with_cpu_and_runtime_versions() -> None:
 
 def test_cpu_info_of_this_machine() -> None:
     cpu = cpu_info()
-    assert cpu.model and cpu.features <= set(cpu.to_dict()["features"])
+    assert cpu.model and cpu.features <= set(FEATURES)
+    assert cpu.int8_dot in (None, *INT8_DOT_FEATURES)

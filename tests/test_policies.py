@@ -80,9 +80,20 @@ def test_int8_weight_bits_follow_the_int8_dot_product() -> None:
 
 
 def test_spin_policy_defaults_until_measured_then_follows_the_measurement() -> None:
-    assert ort_spin().value == "during-run" and ort_spin().how == "default"
-    policies.save_decisions([Decision("ort_spin", "always", "measured", "always was 1.1x faster")])
-    assert ort_spin().value == "always" and ort_spin().how == "measured"
+    assert ort_spin(2).value == "during-run" and ort_spin(2).how == "default"
+    policies.save_decisions([Decision("ort_spin/threads=2", "always", "measured", "always was 1.1x faster")])
+    assert ort_spin(2).value == "always" and ort_spin(2).how == "measured"
+    assert ort_spin(1).how == "default"
+
+
+def test_a_cache_from_another_version_is_a_clear_error(tmp_path) -> None:
+    from mobilezoo.machine import machine_key
+
+    path = tmp_path / "cache" / "policies.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({machine_key(): {"decisions": {"x": {"policy": "x", "old_field": 1}}}}))
+    with pytest.raises(ValueError, match="cannot read; delete it and run `mobilezoo tune`"):
+        ort_spin(2)
 
 
 def test_float_stem_default_and_measured_per_runtime() -> None:

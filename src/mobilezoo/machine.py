@@ -98,11 +98,12 @@ def cpu_info() -> CpuInfo:
         return CpuInfo("unknown", platform.processor() or platform.machine(), frozenset())
 
 
-RUNTIMES = ("torch", "onnxruntime", "openvino")
+RUNTIMES = ("torch", "onnxruntime", "openvino", "mobilezoo")
 
 
 def runtime_versions() -> dict[str, str | None]:
-    """The installed versions of the runtimes whose speed the policies depend on (None: not installed)."""
+    """The installed versions of the runtimes whose speed the policies depend on, and mobilezoo's (the cache's format
+    and its exports); None: not installed."""
     out: dict[str, str | None] = {}
     for name in RUNTIMES:
         try:
@@ -113,7 +114,7 @@ def runtime_versions() -> dict[str, str | None]:
 
 
 def machine_key(cpu: CpuInfo | None = None, versions: dict[str, str | None] | None = None) -> str:
-    """A short key for caching measured policies: the CPU model and features plus the runtime versions.
+    """A short key for caching measured policies: the CPU model and features, the runtime versions and mobilezoo's.
 
     A measurement made under one key says nothing about another (another CPU, or a runtime upgrade).
     """

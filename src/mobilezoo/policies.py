@@ -31,7 +31,6 @@ from mobilezoo.machine import CpuInfo, cpu_info, machine_key
 SPIN_MODES = ("off", "during-run", "always")
 # the side-by-side measurement mode: an idle session must not spin on the cores of the one being timed
 FAIR_SPIN = "during-run"
-HOW = ("measured", "cpu-features", "default")
 
 
 @dataclass(frozen=True)
@@ -151,6 +150,10 @@ def _cache_file() -> Path:
     return cache_dir() / "policies.json"
 
 
+def _bad_cache(path: Path, why: str) -> ValueError:
+    return ValueError(f"policy cache {str(path)!r} {why}; delete it and run `mobilezoo tune`")
+
+
 def _read_cache() -> dict[str, Any]:
     path = _cache_file()
     try:
@@ -158,11 +161,9 @@ def _read_cache() -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        raise ValueError(
-            f"policy cache {str(path)!r} is unreadable ({e}); delete it and run `mobilezoo tune`"
-        ) from None
+        raise _bad_cache(path, f"is unreadable ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"policy cache {str(path)!r} is not a JSON object; delete it and run `mobilezoo tune`")
+        raise _bad_cache(path, "is not a JSON object")
     return data
 
 
@@ -170,9 +171,13 @@ def _write_cache(data: dict[str, Any]) -> Path:
     path = _cache_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".policies-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -181,10 +186,10 @@ def cached(section: str, item: str, key: str | None = None) -> Any:
     return _read_cache().get(key or machine_key(), {}).get(section, {}).get(item)
 
 
-def store(section: str, item: str, value: Any, key: str | None = None, cpu: CpuInfo | None = None) -> Path:
+def store(section: str, item: str, value: Any, key: str | None = None) -> Path:
     """Store a JSON-serialisable ``value`` under ``section``/``item`` for this machine (atomically); returns the file."""
     data = _read_cache()
-    entry = data.setdefault(key or machine_key(), {"cpu": (cpu or cpu_info()).to_dict()})
+    entry = data.setdefault(key or machine_key(), {"cpu": cpu_info().to_dict()})
     entry.setdefault(section, {})[item] = value
     return _write_cache(data)
 
@@ -192,7 +197,10 @@ def store(section: str, item: str, value: Any, key: str | None = None, cpu: CpuI
 def measured_decisions(key: str | None = None) -> dict[str, Decision]:
     """The decisions measured on this machine (``key``: :func:`~mobilezoo.machine.machine_key`), by policy name."""
     entry = _read_cache().get(key or machine_key(), {})
-    return {name: Decision(**d) for name, d in entry.get("decisions", {}).items()}
+    try:
+        return {name: Decision(**d) for name, d in entry.get("decisions", {}).items()}
+    except TypeError:  # written by another version of mobilezoo
+        raise _bad_cache(_cache_file(), "holds decisions this version cannot read") from None
 
 
 def save_decisions(decisions: list[Decision], key: str | None = None) -> Path:
@@ -206,20 +214,26 @@ def save_decisions(decisions: list[Decision], key: str | None = None) -> Path:
 # ---------------------------------------------------------------- the policies
 
 
-def ort_spin(measured: Mapping[str, Decision] | None = None) -> Decision:
-    """ONNX Runtime's thread spinning for a deployed session (one of :data:`SPIN_MODES`).
+def ort_spin(threads: int | None = None, measured: Mapping[str, Decision] | None = None) -> Decision:
+    """ONNX Runtime's thread spinning for a deployed session with ``threads`` intra-op threads (None: all cores).
 
-    Measured by ``mobilezoo tune`` (each mode alone, in blocks). Unmeasured: ``during-run``, which spins while a run
+    One of :data:`SPIN_MODES`. Measured by ``mobilezoo tune`` per thread count (each mode alone, in blocks). Unmeasured: ``during-run``, which spins while a run
     is in progress and stops when it returns. On an Intel Xeon (AVX-512, VNNI, AMX; 2 threads, batch 1) it was within
     10% of always spinning alone and 1.35-1.5x faster than no spinning (MobileNetV3-Small 1.42 / 1.29 / 2.09 ms,
     MobileNetV2 3.46 / 3.41 / 4.67 ms for during-run / always / off), and unlike ``always`` it leaves idle cores to
     whatever runs next. On an AMD EPYC (AVX2) spinning was worth 1%.
     """
     measured = measured_decisions() if measured is None else measured
-    if "ort_spin" in measured:
-        return measured["ort_spin"]
-    return Decision("ort_spin", "during-run", "default", "not measured on this machine (`mobilezoo tune`); "
+    name = spin_policy_name(threads)
+    if name in measured:
+        return measured[name]
+    return Decision(name, "during-run", "default", "not measured on this machine (`mobilezoo tune`); "
                     "during-run is within 10% of the fastest mode on both CPU kinds measured and fair to other work")  # fmt: skip
+
+
+def spin_policy_name(threads: int | None) -> str:
+    """``ort_spin/threads=N``: spinning pays differently with another number of threads per core."""
+    return f"ort_spin/threads={threads or os.cpu_count() or 1}"
 
 
 def int8_weight_bits(cpu: CpuInfo | None = None) -> Decision:
@@ -237,7 +251,8 @@ def int8_weight_bits(cpu: CpuInfo | None = None) -> Decision:
 
 
 # MobileNetV3's float stem was measured faster in int8 ONNX Runtime on both CPU kinds: AMD EPYC (AVX2) int8/fp32
-# 1.11-1.18 with it against 1.00-1.04 without (V3-Small, batch 1); Intel Xeon (AMX) 1.79 ms with it against 4.01 ms
+# 1.11-1.18 with it against 1.00-1.04 without (V3-Small, batch 1); Intel Xeon (AMX) 1.14x (mobilezoo tune). On that
+# Xeon OpenVINO ran the all-int8 graph 1.04x faster: `mobilezoo tune` measures it per runtime.
 STEM_FLOAT_BY_DEFAULT = ("MobileNetV3",)
 
 
@@ -252,13 +267,18 @@ def float_stem(architecture: str | None, runtime: str = "onnxruntime",
     if name in measured:
         return measured[name]
     on = architecture in STEM_FLOAT_BY_DEFAULT
-    why = "measured faster on an AMD EPYC and an Intel Xeon" if on else "no float stem defined or measured for it"
+    if not on:
+        why = "no float stem defined or measured for it"
+    elif runtime == "onnxruntime":
+        why = "measured faster with ONNX Runtime on an AMD EPYC and an Intel Xeon"
+    else:
+        why = f"measured faster with ONNX Runtime; with {runtime} it was 1.04x slower on an Intel Xeon"
     return Decision(name, on, "default", f"not measured on this machine (`mobilezoo tune`); {why}")
 
 
-def current(architectures: tuple[str, ...] = STEM_FLOAT_BY_DEFAULT) -> list[Decision]:
-    """Every policy's decision on this machine (what ``mobilezoo tune --show`` prints)."""
+def current(threads: int | None = None, architectures: tuple[str, ...] = STEM_FLOAT_BY_DEFAULT) -> list[Decision]:
+    """Every policy's decision on this machine, spinning for ``threads`` (what ``mobilezoo tune --show`` prints)."""
     measured = measured_decisions()
-    out = [ort_spin(measured), int8_weight_bits()]
+    out = [ort_spin(threads, measured), int8_weight_bits()]
     out += [float_stem(a, rt, measured) for a in architectures for rt in ("onnxruntime", "openvino")]
     return out

@@ -40,7 +40,8 @@ def test_the_faster_layout_is_chosen_and_cached(best) -> None:
     measure, calls = _fake(best)
     d = speed.choose_channels_last(model, 4, 3, 32, torch.device("cpu"), key="mobilenet_v1_x0_25", measure=measure)
     assert d.value is (best == "channels_last") and d.how == "measured"
-    assert "NCHW 10.0 ms" in d.reason or "NCHW 7.8 ms" in d.reason
+    nchw, nhwc = ("10.0", "7.8") if best == "channels_last" else ("7.8", "10.0")
+    assert f"NCHW {nchw} ms, channels_last {nhwc} ms" in d.reason
     assert calls == [["channels_last", "contiguous"]]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # measured on copies
     speed._ASKED.clear()  # a new process: the disk cache answers

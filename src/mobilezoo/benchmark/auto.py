@@ -116,7 +116,7 @@ def fastest_backend(
 
     ``allowed="exact"`` (default) considers the backends whose outputs equal eager PyTorch's to rounding (checked:
     beyond :data:`EXACT_TOLERANCE` of the output scale a backend is rejected); ``"any"`` adds int8 and bf16 ones, whose
-    max abs diff and top-1 agreement with eager on the benchmark batch are reported, and the pick is labelled with its
+    max abs diff from eager on the benchmark batch is reported (absolute and relative to the largest output), and the pick is labelled with its
     ``precision``. A backend that fails (not installed, export or runtime error) is recorded with its error and
     skipped. ``threads=None`` uses torch's current thread count. For a registered name the choice is cached per
     machine, versions and arguments; ``use_cache=False`` measures again (and stores the new choice).
@@ -132,7 +132,7 @@ def fastest_backend(
         raise ValueError("no backends to choose from")
     n_threads = threads if threads is not None else torch.get_num_threads()
     for n in names:
-        check_args(n, batch_size, resolution, n_threads, max(1, warmup), iters, remeasure)
+        check_args(n, batch_size, resolution, n_threads, warmup, iters, remeasure)
     item = None
     if isinstance(model_or_name, str):
         item = _cache_item(model_or_name, batch_size, resolution, n_threads, allowed, names)
@@ -162,7 +162,7 @@ def fastest_backend(
             if not runners:
                 raise ValueError(f"no backend ran for {name}: {results}")
             order = list(runners)
-            _warm([runners[n] for n in order], torch.device("cpu"), max(1, warmup))
+            _warm([runners[n] for n in order], torch.device("cpu"), warmup)
             samples, noises = _measure([runners[n] for n in order], torch.device("cpu"), iters, remeasure)
     finally:
         for p in runners.values():

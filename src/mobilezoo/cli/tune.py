@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
+    import torch
+
     from mobilezoo.machine import cpu_info, machine_key
     from mobilezoo.policies import cache_dir, current
 
@@ -24,9 +26,12 @@ def run_tune(args: argparse.Namespace) -> int:
     if not args.show:
         from mobilezoo.benchmark.tune import tune
 
-        with console.status("measuring this machine's policies (about a minute)"):
-            tune(threads=args.threads)
-    decisions = current()
+        with console.status("measuring this machine's policies (about 15 s)"):
+            measured = tune(threads=args.threads)
+        for d in measured:
+            if not d.figures.get("stable"):
+                console.print(f"{d.policy}: the measurement was disturbed, not cached; run again on a quieter machine")
+    decisions = current(args.threads or torch.get_num_threads())
     if args.json:
         print_json(
             {"cpu": cpu_info().to_dict(), "machine_key": machine_key(), "decisions": [d.to_dict() for d in decisions]}

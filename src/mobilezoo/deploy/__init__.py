@@ -8,12 +8,14 @@
 - :func:`quantize` makes an int8 ONNX model with ONNX Runtime's post-training quantization;
   :func:`compare_accuracy` reports fp32 vs int8 top-1 and their agreement.
 - :func:`export_torch` writes a TorchScript or ``torch.export`` program, checked for equal outputs.
+- :func:`export_openvino` writes OpenVINO IR (``.xml`` + ``.bin``, fp32 weights), checked with OpenVINO against PyTorch.
 - :func:`onnx_session` and :func:`openvino_model` open an exported file for inference with this machine's policies
   (:mod:`mobilezoo.policies`); the measured choice between backends is :func:`mobilezoo.benchmark.fastest_backend`.
 """
 
 from mobilezoo.deploy.fuse import count_batchnorms, fuse
 from mobilezoo.deploy.onnx_export import OnnxExport, ParityError, export_onnx, load_onnx, onnx_parity
+from mobilezoo.deploy.openvino_export import OpenVinoExport, export_openvino
 from mobilezoo.deploy.quantize import AccuracyComparison, QuantizedModel, compare_accuracy, float_nodes, quantize
 from mobilezoo.deploy.sessions import OpenVinoModel, onnx_session, openvino_model
 from mobilezoo.deploy.streams import StreamedSession
@@ -23,6 +25,7 @@ from mobilezoo.deploy.unshuffle import unshuffle
 __all__ = [
     "AccuracyComparison",
     "OnnxExport",
+    "OpenVinoExport",
     "OpenVinoModel",
     "ParityError",
     "QuantizedModel",
@@ -31,6 +34,7 @@ __all__ = [
     "compare_accuracy",
     "count_batchnorms",
     "export_onnx",
+    "export_openvino",
     "export_torch",
     "float_nodes",
     "fuse",

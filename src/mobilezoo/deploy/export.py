@@ -67,11 +67,14 @@ def export_model(
     Shapes: the batch is dynamic unless ``dynamic_batch=False``, which fixes it at ``batch_size`` (``onnx`` and
     ``exported-program``; a scripted TorchScript module takes any batch). ``dynamic_hw=True`` makes the height and
     width dynamic: ``onnx`` (see :func:`~mobilezoo.deploy.export_onnx`) and ``torchscript`` (a scripted module takes
-    any size; checked at a second size here), not ``exported-program`` or ``onnx-int8``, which refuse it with a
-    ValueError, as ``onnx-int8`` refuses a fixed batch and an ``opset`` below 13.
-    ``onnx-int8`` calibrates on ``calibration``: ``"builtin"``, an image folder, or ``"random"`` (noise, for smoke
-    tests only). With real images it also reports fp32 vs int8 top-1 on up to ``validation_images`` of the ``val``
-    split and how often the two agree.
+    any size; checked at a second size here), not ``exported-program``, ``openvino`` or the int8 formats, which refuse
+    it with a ValueError, as ``openvino`` and the int8 formats refuse a fixed batch and the int8 ones an ``opset``
+    below 13. ``openvino`` and ``openvino-int8`` write OpenVINO IR (``out`` ends in ``.xml``; the ``.bin`` beside it).
+    The int8 formats calibrate on ``calibration``: ``"builtin"``, an image folder, or ``"random"`` (noise, for smoke
+    tests only); other formats refuse it. With real images they also report fp32 vs int8 top-1 on up to
+    ``validation_images`` of the ``val`` split and how often the two agree. ``weights`` are loaded exactly (a
+    checkpoint for another class count or input channels is an error), except torchvision's ImageNet weights, whose
+    head and stem are adapted to ``num_classes`` and ``in_chans``.
     """
     from mobilezoo.registry import create_model
 
@@ -86,11 +89,13 @@ def export_model(
         )
     if format in INT8_FORMATS:
         check_int8_opset(opset)
+    elif calibration is not None:
+        raise ValueError(f"calibration images apply to the int8 formats {INT8_FORMATS}, not to {format!r}")
     if format in (*INT8_FORMATS, "openvino") and not dynamic_batch:
         raise ValueError(f"{format} files have a dynamic batch: a fixed batch is available for 'onnx' (fp32)")
     # exact unless the weights are torchvision's (whose 1000-class head is replaced on purpose): exporting someone's
     # checkpoint with a random classifier swapped in would be a silent error
-    adapt = weights is not None and str(weights).startswith("torchvision")
+    adapt = isinstance(weights, str) and (weights == "torchvision" or weights.startswith("torchvision:"))
     model = create_model(name, weights=weights, num_classes=num_classes, in_chans=in_chans, adapt_weights=adapt).eval()
     if format == "onnx":
         r = export_onnx(
@@ -114,7 +119,7 @@ def export_model(
             details.update(max_abs_diff=diff, dynamic_hw=True)
         return ExportResult(name, format, r.path, r.size_bytes, diff, details)
     if format == "openvino":
-        r = export_openvino(model, out, resolution=resolution)
+        r = export_openvino(model, out, resolution=resolution, opset=opset)
         return ExportResult(name, format, r.path, r.size_bytes, r.max_abs_diff, r.to_dict())
     if calibration is None:
         raise ValueError(f"{format} needs calibration images: 'builtin', an image folder, or 'random' (smoke tests)")
@@ -136,7 +141,7 @@ def export_model(
             size = path.stat().st_size + bin_path.stat().st_size
             details.update(path=str(path), bin_path=str(bin_path), size_bytes=size, fp32_path=None)
         if str(calibration) != "random":
-            val = image_batches(calibration, split="val", in_chans=in_chans, resolution=hw[0],
+            val = image_batches(calibration, split="val", in_chans=in_chans, resolution=hw[0] if hw[0] == hw[1] else hw,
                                 num_images=validation_images)  # fmt: skip
             details["accuracy"] = compare_accuracy(q.fp32_path, path, val).to_dict()
     return ExportResult(name, format, path, size, None, details)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mobilezoo.deploy._common import as_hw, as_model, example_input, max_abs_diff, output_path
-from mobilezoo.deploy.onnx_export import ParityError, export_onnx
+from mobilezoo.deploy.onnx_export import DEFAULT_OPSET, ParityError, export_onnx
 from mobilezoo.deploy.sessions import openvino_model
 
 # f32 OpenVINO against PyTorch: the same tolerance as the ONNX export's parity check, relative to the output scale
@@ -59,11 +59,12 @@ def export_openvino(
     out: str | PathLike,
     *,
     resolution: int | tuple[int, int] = 224,
+    opset: int = DEFAULT_OPSET,
     threads: int | None = None,
 ) -> OpenVinoExport:
     """Export ``model`` (a module or registered name, put in eval mode) to OpenVINO IR and check it.
 
-    The ONNX export in between is parity-checked with ONNX Runtime; the IR is then run by OpenVINO in f32 on a seeded
+    The ONNX export in between (at ``opset``) is parity-checked with ONNX Runtime; the IR is then run by OpenVINO in f32 on a seeded
     batch of 2 at ``resolution`` and compared with PyTorch: beyond :data:`ATOL` x the output scale it raises
     :class:`~mobilezoo.deploy.ParityError`. The batch is dynamic. Raises ImportError without the ``openvino`` package,
     ValueError for a bad path or resolution.
@@ -72,7 +73,7 @@ def export_openvino(
     hw = as_hw(resolution, model)
     out = output_path(out, (".xml",))
     with tempfile.TemporaryDirectory() as tmp:
-        onnx = export_onnx(model, Path(tmp) / "model.onnx", resolution=hw)
+        onnx = export_onnx(model, Path(tmp) / "model.onnx", resolution=hw, opset=opset)
         xml, bin_path = convert_onnx(onnx.path, out)
     x = example_input(model, hw, batch=2, seed=1)
     with torch.inference_mode():
@@ -81,6 +82,8 @@ def export_openvino(
     diff = max_abs_diff(got, want)
     scale = float(want.abs().max()) or 1.0
     if not diff <= ATOL * max(scale, 1.0):
+        xml.unlink(missing_ok=True)  # a file that failed its check must not look like a good export
+        bin_path.unlink(missing_ok=True)
         raise ParityError(f"OpenVINO's f32 outputs differ from PyTorch's by {diff:.3g} (scale {scale:.3g})")
     size = xml.stat().st_size + bin_path.stat().st_size
     return OpenVinoExport(xml, bin_path, size, diff, f"ONNX {onnx.exporter} exporter, opset {onnx.opset}")

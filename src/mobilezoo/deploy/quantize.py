@@ -297,9 +297,10 @@ def quantize(
     as ``<stem>.fp32.onnx``), a registered model name, or the path of an fp32 ``.onnx`` file. ``calibration_data``
     yields (N, C, H, W) tensors or arrays, or (images, labels) pairs (a DataLoader); static quantization needs it.
     ``exclude`` keeps nodes in float: node names, op types (``"HardSigmoid"``, ``"Mul"``) and positions
-    (``"first-conv"``; ``"float-stem"`` and ``"last-gemm"``, the default), or None to quantize everything ONNX
-    Runtime can. ``"float-stem"`` needs the architecture and module-path node names :func:`export_onnx` writes; it
-    warns when the graph has neither. ``rewrites`` names the
+    (``"first-conv"``, ``"float-stem"``, ``"last-gemm"``; the default is ``"float-stem-if-faster"`` and
+    ``"last-gemm"``: the stem kept in float where :func:`mobilezoo.policies.float_stem` says so for ``target``), or
+    None to quantize everything ONNX Runtime can. ``"float-stem"`` needs the architecture and module-path node names
+    :func:`export_onnx` writes; it warns when the graph has neither. ``rewrites`` names the
     exact graph rewrites of :mod:`mobilezoo.deploy.int8_rewrites` to apply (all by default; ``()`` for ONNX
     Runtime's graph as is). Activations are uint8 (asymmetric), weights int8 (symmetric, 7-bit with
     ``reduce_range``), per output channel by default. ``reduce_range=None`` follows this CPU's policy

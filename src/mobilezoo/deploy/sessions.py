@@ -13,16 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from mobilezoo.policies import SPIN_MODES
+from mobilezoo.policies import SPIN_MODES, ort_spin
 
 OPENVINO_PRECISIONS = ("f32", "bf16", "default")
 
 
-def _spin_mode(spin: str | bool | None) -> str:
-    from mobilezoo.policies import ort_spin
-
+def _spin_mode(spin: str | bool | None, threads: int | None) -> str:
     if spin is None:
-        return str(ort_spin().value)
+        return str(ort_spin(threads).value)
     if spin is True or spin is False:  # the earlier boolean form: False never spins, True is ONNX Runtime's default
         return "always" if spin else "off"
     if spin not in SPIN_MODES:
@@ -53,7 +51,7 @@ def onnx_session(
     from mobilezoo.deploy.streams import StreamedSession
 
     path = Path(path)
-    mode = _spin_mode(spin)
+    mode = _spin_mode(spin, threads)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
     if not isinstance(streams, int) or streams < 1:
@@ -109,7 +107,8 @@ def openvino_model(
     then not computed in fp32); ``"default"`` leaves OpenVINO's choice. An int8 (QDQ) model runs its quantized parts in
     int8 whatever the precision. ``hint`` is OpenVINO's performance hint: ``"latency"`` or ``"throughput"``.
     Raises ImportError without the ``openvino`` package, FileNotFoundError for a missing file, ValueError for bad
-    arguments or a file OpenVINO cannot read.
+    arguments or a file OpenVINO cannot read, and OpenVINO's RuntimeError for a model its CPU plugin cannot compile
+    (OpenVINO 2026.4 fails on some int8 grouped convolutions, e.g. ShuffleNet V1's).
     """
     import openvino as ov
 

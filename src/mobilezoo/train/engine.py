@@ -38,7 +38,7 @@ from mobilezoo.data import collate_skipping
 from mobilezoo.train import checkpoint as ckpt
 from mobilezoo.train.config import TrainConfig, resolve_config
 from mobilezoo.train.config_io import check_resume, save_config
-from mobilezoo.train.distributed import DistInfo, all_reduce_sum, setup
+from mobilezoo.train.distributed import DistInfo, all_reduce_sum, broadcast_object, setup
 from mobilezoo.train.ema import ModelEma
 from mobilezoo.train.evaluate import EvalResult, InferenceSpec, evaluate, recalibrate_bn
 from mobilezoo.train.guards import (
@@ -69,6 +69,22 @@ def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
             raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
         return torch.device("cuda", info.local_rank if info.enabled else torch.device(name).index or 0)
     return torch.device("cpu")
+
+
+def _channels_last(cfg: TrainConfig, model: nn.Module, device: torch.device, info: DistInfo) -> bool:
+    """Whether to train in channels_last: ``cfg.channels_last`` on CUDA; on CPU (unless turned off) measured by the
+    main process alone (processes timing on the same cores would disturb each other) and sent to the others."""
+    if not cfg.channels_last:
+        return False
+    if device.type == "cuda":
+        return True
+    decision = None
+    if info.is_main:
+        micro_batch = cfg.batch_size // (cfg.accum_steps * info.world_size)
+        decision = bool(
+            choose_channels_last(model, micro_batch, cfg.in_chans, cfg.img_size, device, key=cfg.model).value
+        )
+    return bool(broadcast_object(decision, info))
 
 
 def _set_bn_momentum(model: nn.Module, momentum: float) -> None:
@@ -124,13 +140,8 @@ def train(
     cuda = device.type == "cuda"
     # channels_last where it is faster: on CUDA always; on CPU as measured here (it is 1.3x faster on one CPU and
     # slower on another; see mobilezoo.train.speed). A resumed run keeps the layout it was started with (below).
-    micro_batch = cfg.batch_size // (cfg.accum_steps * info.world_size)
-    layout = (
-        choose_channels_last(model, micro_batch, cfg.in_chans, cfg.img_size, device, key=cfg.model)
-        if cfg.channels_last
-        else None
-    )
-    channels_last = bool(layout and layout.value)
+    has_checkpoint = resume and run_dir is not None and (run_dir / ckpt.POINTER).is_file()
+    channels_last = _channels_last(cfg, model, device, info) if not has_checkpoint else cfg.channels_last and cuda
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -155,9 +166,14 @@ def train(
             ckpt.set_rng_state(state["rng"])
             step, history, best = state["step"], state["history"], state["best"]
             skipped_total, acc = state["skipped"], state["epoch_acc"]
-            if state.get("channels_last", channels_last) != channels_last:  # the same numerics as the first part
-                channels_last = bool(state["channels_last"])
-                model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            # the same layout, so the same numerics, as the first part (runs from before the choice: the old rule)
+            saved = bool(state.get("channels_last", cfg.channels_last and cuda))
+            if saved != channels_last:
+                channels_last = saved
+                fmt = torch.channels_last if channels_last else torch.contiguous_format
+                for m in (model, ema.module if ema is not None else None):
+                    if m is not None:
+                        m.to(memory_format=fmt)
     if run_dir is not None and info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
