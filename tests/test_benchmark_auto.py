@@ -55,6 +55,17 @@ def test_picks_the_fastest_exact_backend_that_runs_and_is_correct(monkeypatch) -
     assert exact.median_ms == 2.0 and exact.throughput == pytest.approx(1000.0)
 
 
+def test_a_batch_of_one_skips_the_streams_forms(monkeypatch) -> None:
+    names = ("eager", "onnxruntime", "onnxruntime-streams")
+    monkeypatch.setattr(auto, "available_backends", lambda: names)
+    prepared = _fake(monkeypatch, {"eager": 5.0, "onnxruntime": 2.0, "onnxruntime-streams": 1.0})
+    assert set(auto.fastest_backend("mobilenet_v1_x0_25", 1, resolution=32, warmup=1, iters=3).results) == set(
+        names[:2]
+    )
+    assert auto.fastest_backend("mobilenet_v1_x0_25", 4, resolution=32, warmup=1, iters=3).best == "onnxruntime-streams"
+    assert len(prepared) == 5
+
+
 def test_default_candidates_by_precision(monkeypatch) -> None:
     names = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8")
     monkeypatch.setattr(auto, "available_backends", lambda: names)

@@ -128,6 +128,8 @@ def fastest_backend(
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     names = tuple(backends) if backends is not None else default_backends(allowed)
+    if backends is None and batch_size == 1:  # a batch of 1 cannot be split: the -streams forms are the plain ones
+        names = tuple(n for n in names if not n.endswith("-streams"))
     if not names:
         raise ValueError("no backends to choose from")
     n_threads = threads if threads is not None else torch.get_num_threads()
