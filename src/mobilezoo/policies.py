@@ -4,7 +4,7 @@ A default that was measured on one CPU is a guess on the next: ONNX Runtime's th
 (AVX2, no VNNI) and 50% on an Intel Xeon with AVX-512, VNNI and AMX. Each policy here is a :class:`Decision` that says
 its value, how it was reached (``measured`` on this machine, or from the ``cpu-features``, or the ``default`` when
 nothing was measured) and why. ``mobilezoo tune`` (:func:`mobilezoo.benchmark.tune.tune`) measures the measurable
-ones and caches them per :func:`~mobilezoo.machine.machine_key` (CPU model, features and runtime versions) in
+ones and caches them per :func:`~mobilezoo.machine.machine_key` (CPU model, features, runtime and mobilezoo versions) in
 ``policies.json`` under :func:`cache_dir`; the deploy functions read the cache.
 
 :func:`measure_choice` is the measurement every policy uses: candidates timed in interleaved rounds, each round a block
