@@ -23,6 +23,7 @@ REPRESENTATIVES = [
     "shufflenet_v2_x0_5",
     "googlenet",
     "vgg16",
+    "squeezenet1_1",
 ]
 
 
@@ -38,7 +39,8 @@ def test_num_classes_0_gives_the_pooled_features(name: str) -> None:
     assert model.num_classes == 0 and isinstance(model.get_classifier(), nn.Identity)
     bias = not name.startswith("shufflenet")  # the official ShuffleNets' FC has no bias; a reset keeps that
     model.reset_classifier(5)
-    assert isinstance(model.get_classifier(), nn.Linear) and (model.get_classifier().bias is not None) == bias
+    head = model.get_classifier()  # an nn.Linear, or SqueezeNet's 1x1 conv10
+    assert isinstance(head, nn.Linear | nn.Conv2d) and (head.bias is not None) == bias
     assert model(x).shape == (2, 5)
     model.reset_classifier(0)
     assert model(x).shape == (2, model.num_features)

@@ -29,6 +29,7 @@ PAPERS = {
     "MobileNetV3": "Howard et al., Searching for MobileNetV3 (arXiv:1905.02244v5, ICCV 2019)",
     "ShuffleNetV1": "Zhang et al., ShuffleNet (arXiv:1707.01083v2, CVPR 2018)",
     "ShuffleNetV2": "Ma et al., ShuffleNet V2 (arXiv:1807.11164, ECCV 2018)",
+    "SqueezeNet": "Iandola et al., SqueezeNet (arXiv:1602.07360, 2016)",
     "Reference": "Howard et al., MobileNets (arXiv:1704.04861) Table 8 (reference networks)",
 }
 

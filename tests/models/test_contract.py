@@ -50,11 +50,20 @@ def test_features_only_matches_feature_info(name: str) -> None:
     info = model.feature_info
     assert [i.reduction for i in info] == sorted(i.reduction for i in info)
     features = mobilezoo.create_model(name, features_only=True).eval()
+    # a reduction is a stride: growing the input by a multiple of the largest one grows each map by exactly
+    # growth / reduction. A padded net's maps are input // reduction; an unpadded one (SqueezeNet's conv1) loses a border.
+    step = info[-1].reduction
     with torch.inference_mode():
         maps = features(torch.randn(1, 3, 128, 96))
-    assert len(maps) == len(info)
-    for fmap, i in zip(maps, info):
-        assert fmap.shape[1:] == (i.num_chs, 128 // i.reduction, 96 // i.reduction), i
+        grown = features(torch.randn(1, 3, 128 + 2 * step, 96 + step))
+    assert len(maps) == len(grown) == len(info)
+    for fmap, big, i in zip(maps, grown, info):
+        assert fmap.shape[1] == big.shape[1] == i.num_chs, i
+        assert 1 <= fmap.shape[2] <= -(-128 // i.reduction) and 1 <= fmap.shape[3] <= -(-96 // i.reduction), i
+        assert (big.shape[2] - fmap.shape[2], big.shape[3] - fmap.shape[3]) == (
+            2 * step // i.reduction,
+            step // i.reduction,
+        ), i
     last_two = mobilezoo.create_model(name, features_only=True, out_indices=(-2, -1))
     assert last_two.feature_info == info[-2:]
 
@@ -69,7 +78,8 @@ def test_head_pre_logits_reset_and_drop_rate(name: str) -> None:
         assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
         model.reset_classifier(7)
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 7)
-    assert model.get_classifier().out_features == 7
+    head = model.get_classifier()  # an nn.Linear, or SqueezeNet's 1x1 conv10
+    assert (head.out_channels if isinstance(head, nn.Conv2d) else head.out_features) == 7
 
 
 @pytest.mark.parametrize("name", MODELS)

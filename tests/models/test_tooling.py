@@ -36,6 +36,7 @@ REPRESENTATIVES = [
     "shufflenet_v2_x0_5",
     "googlenet",
     "vgg16",
+    "squeezenet1_1",
 ]
 X = torch.randn(2, 3, 64, 48, generator=torch.Generator().manual_seed(0))
 
@@ -44,9 +45,11 @@ def _model_class(name: str) -> type:
     return typing.get_type_hints(_BUILDERS[name])["return"]
 
 
-def _bad_inputs_raise_the_eager_errors(module: torch.nn.Module) -> None:
-    with pytest.raises(ValueError, match="input 31x48 is too small: this network needs at least 32x32"):
-        module(torch.zeros(1, 3, 31, 48))
+def _bad_inputs_raise_the_eager_errors(module: torch.nn.Module, min_size: int = 32) -> None:
+    """``min_size``: the model's ``min_input_size`` (32 for the nets that reduce by 32; SqueezeNet's is smaller)."""
+    small = min_size - 1
+    with pytest.raises(ValueError, match=f"input {small}x48 is too small: this network needs at least {min_size}x"):
+        module(torch.zeros(1, 3, small, 48))
     with pytest.raises(ValueError, match="expected 3 input channels, got 1"):
         module(torch.zeros(1, 1, 64, 48))
 
@@ -62,7 +65,7 @@ def test_fx_symbolic_trace_keeps_the_input_check(name: str) -> None:
     assert [n.target.__name__ for n in traced.graph.nodes if n.op == "call_function"][:1] == ["check_input"]
     with torch.no_grad():
         torch.testing.assert_close(traced(X), model(X), atol=0, rtol=0)
-    _bad_inputs_raise_the_eager_errors(traced)
+    _bad_inputs_raise_the_eager_errors(traced, model.min_input_size)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -79,7 +82,7 @@ def test_torchvision_feature_extraction(name: str) -> None:
     for fmap, ref, i in zip(got.values(), want, info[-2:]):
         assert fmap.shape[:2] == (2, i.num_chs)
         torch.testing.assert_close(fmap, ref, atol=0, rtol=0)
-    _bad_inputs_raise_the_eager_errors(extractor)
+    _bad_inputs_raise_the_eager_errors(extractor, model.min_input_size)
 
 
 def test_feature_extraction_as_in_the_issue() -> None:
@@ -96,7 +99,7 @@ def test_fx_quantization_prepare(name: str) -> None:
     assert len(observers) > 10
     with torch.no_grad():
         assert prepared(X).shape == (2, 10)  # calibration
-    _bad_inputs_raise_the_eager_errors(prepared)
+    _bad_inputs_raise_the_eager_errors(prepared, model.min_input_size)
 
 
 @pytest.fixture
@@ -119,7 +122,7 @@ def test_fx_quantization_convert(name: str, fbgemm) -> None:
         out = quantized(X)
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in quantized.modules())
-    _bad_inputs_raise_the_eager_errors(quantized)
+    _bad_inputs_raise_the_eager_errors(quantized, model.min_input_size)
 
 
 # VGG-16 is left out: its 120M fake-quantized FC weights take ~10 s, and it has no layer type the others lack
@@ -143,10 +146,10 @@ def test_torch_compile(name: str) -> None:
         torch.testing.assert_close(compiled(X), model(X), atol=1e-5, rtol=1e-5)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dynamo's note about the graph break of the raise
-        _bad_inputs_raise_the_eager_errors(torch.compile(model, backend="aot_eager"))
+        _bad_inputs_raise_the_eager_errors(torch.compile(model, backend="aot_eager"), model.min_input_size)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "googlenet"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "googlenet", "squeezenet1_1"])
 def test_feature_extractor_everywhere(name: str) -> None:
     features = mobilezoo.create_model(name, features_only=True, out_indices=(1, 3)).eval()
     with torch.no_grad():
@@ -164,6 +167,6 @@ def test_feature_extractor_everywhere(name: str) -> None:
             assert len(got) == 2, how
             for g, w in zip(got, want):
                 torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5, msg=how)
-    _bad_inputs_raise_the_eager_errors(runs["fx"])
+    _bad_inputs_raise_the_eager_errors(runs["fx"], features.min_input_size)
     prepared = prepare_fx(features, get_default_qconfig_mapping("fbgemm"), (X,))
     assert [f.shape for f in prepared(X)] == [w.shape for w in want]

@@ -42,7 +42,7 @@ class ZooModel(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.min_input_size = 32  # every registered net reduces by 32; smaller inputs vanish
+        self.min_input_size = 32  # the nets that reduce by 32 vanish below it; SqueezeNet sets its own (21, 17)
 
     def trunk(self) -> list[tuple[str, nn.Module]]:
         """The modules ``forward_features`` applies in order, as (dotted name, module)."""
