@@ -23,6 +23,7 @@ from mobilezoo.deploy import (
     quantize,
     unshuffle,
 )
+from tests.models.representatives import REPRESENTATIVES
 
 ALL = list_models()
 
@@ -194,17 +195,6 @@ def test_parity_error_is_raised(tmp_path, monkeypatch) -> None:
 
 
 # ------------------------------------------------------------------- older opsets, dynamic sizes, a fixed batch
-
-# the smallest model of each model class (every family; the registry-wide export above runs at the default opset)
-REPRESENTATIVES = [
-    "mobilenet_v1_x0_25",
-    "mobilenet_v2_x0_35",
-    "mobilenet_v3_small",
-    "shufflenet_v1_g3_x0_5",
-    "shufflenet_v2_x0_5",
-    "googlenet",
-    "vgg16",
-]
 
 
 def _ops(path) -> dict[str, int]:

@@ -13,18 +13,7 @@ from torchvision.models import MobileNet_V2_Weights, ResNet50_Weights
 
 import mobilezoo
 from mobilezoo import weights as wts
-
-# the smallest model of each model class
-REPRESENTATIVES = [
-    "mobilenet_v1_x0_25",
-    "mobilenet_v2_x0_35",
-    "mobilenet_v3_small",
-    "shufflenet_v1_g3_x0_5",
-    "shufflenet_v2_x0_5",
-    "googlenet",
-    "vgg16",
-    "squeezenet1_1",
-]
+from tests.models.representatives import REPRESENTATIVES
 
 
 @pytest.mark.parametrize("name", REPRESENTATIVES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import shutil
@@ -321,18 +322,12 @@ def _disturbed_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, burst: di
     clock = [0]
     monkeypatch.setattr(harness, "_clock", lambda: clock[0])
     monkeypatch.setattr(harness, "prepare", _scripted(clock, burst))
-    cfg = ReportConfig(
+    cfg = dataclasses.replace(
+        _config(),
         models=("mobilenet_v1_x0_25", "mobilenet_v1_x0_5"),
+        complexity_only=(),
         backends=("eager", "channels_last"),
-        sweeps=(
-            width_sweep("MobileNetV1", {0.25: "mobilenet_v1_x0_25", 0.5: "mobilenet_v1_x0_5"}),
-            resolution_sweep("MobileNetV1", "mobilenet_v1_x0_25", (96, 128)),
-        ),
-        tables=("5-2",),
-        threads=1,
-        warmup=1,
         iters=6,
-        mode="test",
     )
     result = build_report(tmp_path, config=cfg)
     return json.loads(result.json.read_text()), result.markdown.read_text() + result.html.read_text()

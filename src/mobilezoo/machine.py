@@ -101,9 +101,10 @@ def cpu_info() -> CpuInfo:
 RUNTIMES = ("torch", "onnxruntime", "openvino", "mobilezoo")
 
 
+@functools.cache
 def runtime_versions() -> dict[str, str | None]:
     """The installed versions of the runtimes whose speed the policies depend on, and mobilezoo's (the cache's format
-    and its exports); None: not installed."""
+    and its exports), read once a process; None: not installed."""
     out: dict[str, str | None] = {}
     for name in RUNTIMES:
         try:

@@ -20,7 +20,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,7 @@ class Decision:
     figures: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, "value": self.value, "how": self.how, "reason": self.reason,
-                "figures": self.figures}  # fmt: skip
+        return asdict(self)
 
 
 @dataclass(frozen=True)

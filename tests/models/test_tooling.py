@@ -21,23 +21,12 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 import mobilezoo
 from mobilezoo.models.base import FeatureExtractor
 from mobilezoo.registry import _BUILDERS
+from tests.models.representatives import REPRESENTATIVES
 
 # torch.ao.quantization's notice that FX quantization is deprecated in favour of torchao (still what users run)
 pytestmark = pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
 
 MODELS = mobilezoo.list_models()
-# the smallest registered model of each model class (widths and groups share a code path); test_representatives checks
-# that the list covers every class
-REPRESENTATIVES = [
-    "mobilenet_v1_x0_25",
-    "mobilenet_v2_x0_35",
-    "mobilenet_v3_small",
-    "shufflenet_v1_g3_x0_5",
-    "shufflenet_v2_x0_5",
-    "googlenet",
-    "vgg16",
-    "squeezenet1_1",
-]
 X = torch.randn(2, 3, 64, 48, generator=torch.Generator().manual_seed(0))
 
 

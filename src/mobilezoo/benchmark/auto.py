@@ -11,7 +11,7 @@ cores of another), re-measured while noisy. Choices for registered models are ca
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,18 +58,7 @@ class BackendChoice:
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "batch_size": self.batch_size,
-            "best": self.best,
-            "precision": self.precision,
-            "median_ms": self.median_ms,
-            "throughput": self.throughput,
-            "decided": self.decided,
-            "results": self.results,
-            "cpu": self.cpu,
-            "cached": self.cached,
-        }
+        return asdict(self)
 
 
 def default_backends(allowed: str = "exact") -> tuple[str, ...]:
