@@ -11,4 +11,5 @@ REPRESENTATIVES = [
     "googlenet",
     "vgg16",
     "squeezenet1_1",
+    "mnasnet_a1_x0_35",
 ]
