@@ -16,6 +16,9 @@ from mobilezoo.models.mobilenet_v1 import DepthwiseSeparable, MobileNetV1
 from mobilezoo.models.mobilenet_v3 import MobileNetV3
 from mobilezoo.registry import paper_rows
 
+# the TF-slim checkpoint grid's (width, resolution) rows that the paper's Tables 6-7 do not have
+V1_GRID_REST = [("0.75", r) for r in (192, 160, 128)] + [("0.5", 192), ("0.5", 128)]
+V1_GRID_REST += [("0.25", r) for r in (192, 160, 128)]
 # paper_numbers.csv variant -> (registered model, extra kwargs); the resolution comes from the row
 VARIANTS: dict[str, tuple[str, dict]] = {
     "mobilenet_v1_1.0_224": ("mobilenet_v1", {}),
@@ -26,6 +29,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "mobilenet_v1_1.0_160": ("mobilenet_v1", {}),
     "mobilenet_v1_1.0_128": ("mobilenet_v1", {}),
     "mobilenet_v1_0.5_160": ("mobilenet_v1_x0_5", {}),
+    **{f"mobilenet_v1_{w}_{r}": (f"mobilenet_v1_x{w.replace('.', '_')}", {}) for w, r in V1_GRID_REST},
     "mobilenet_v3_large_1.0_224": ("mobilenet_v3_large", {}),
     "mobilenet_v3_large_0.75_224": ("mobilenet_v3_large_x0_75", {}),
     "mobilenet_v3_small_1.0_224": ("mobilenet_v3_small", {}),
