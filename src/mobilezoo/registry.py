@@ -31,6 +31,7 @@ PAPERS = {
     "ShuffleNetV2": "Ma et al., ShuffleNet V2 (arXiv:1807.11164, ECCV 2018)",
     "SqueezeNet": "Iandola et al., SqueezeNet (arXiv:1602.07360, 2016)",
     "MnasNet": "Tan et al., MnasNet (arXiv:1807.11626v3, CVPR 2019)",
+    "NASNet": "Zoph et al., NASNet: Learning Transferable Architectures (arXiv:1707.07012v4, CVPR 2018)",
     "Reference": "Howard et al., MobileNets (arXiv:1704.04861) Table 8 (reference networks)",
 }
 

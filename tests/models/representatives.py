@@ -12,4 +12,5 @@ REPRESENTATIVES = [
     "vgg16",
     "squeezenet1_1",
     "mnasnet_a1_x0_35",
+    "nasnet_a_mobile",
 ]

@@ -45,7 +45,8 @@ class ZooModel(nn.Module):
         self.min_input_size = 32  # the nets that reduce by 32 vanish below it; SqueezeNet sets its own (21, 17)
 
     def trunk(self) -> list[tuple[str, nn.Module]]:
-        """The modules ``forward_features`` applies in order, as (dotted name, module)."""
+        """The modules ``forward_features`` applies in order, as (dotted name, module). A module with the attribute
+        ``two_inputs`` is called with (its input, the previous module's input), as NASNet's cells are."""
         raise NotImplementedError
 
     def check_input(self, x: Tensor) -> None:
@@ -204,8 +205,13 @@ class FeatureExtractor(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         check_input(x, self.in_chans, self.min_input_size)  # one call in torch.fx graphs (torch.fx.wrap above)
         features: list[Tensor] = []
+        prev = x
         for i, module in enumerate(self.stages):
-            x = module(x)
+            # a trunk module with the attribute ``two_inputs`` (a NASNet cell) also reads the previous module's input
+            if hasattr(module, "two_inputs"):
+                x, prev = module(x, prev), x
+            else:
+                x, prev = module(x), x
             if self.taps[i]:
                 features.append(x)
         return features
