@@ -17,6 +17,7 @@ import pytest
 from mobilezoo.benchmark import Prepared, harness
 from mobilezoo.complexity import profile
 from mobilezoo.complexity.tables import textbook_tables
+from mobilezoo.complexity.timeline import timeline
 from mobilezoo.formatting import fmt
 from mobilezoo.report import (
     Latency,
@@ -93,6 +94,8 @@ def test_tables_agree_with_the_library(report: dict) -> None:
     expected = [t.to_dict() for t in textbook_tables(["5-2"])]
     assert report["data"]["tables"] == expected
     md = Path(report["markdown"]).read_text()
+    assert report["data"]["timeline"] == json.loads(json.dumps(timeline().to_dict()))
+    assert "## The timeline of lightweight DCNNs" in md and "| 2019 | MnasNet-A1 1.0 |" in md
     for row in expected[0]["rows"]:
         # the row's figures as `mobilezoo tables` formats them
         cells = [row["label"], fmt(row["top1_textbook"], 1), fmt(row["madds_m"]["textbook"])]

@@ -1,4 +1,5 @@
-"""``mobilezoo profile`` (params, MAdds, MAC, memory per layer) and ``mobilezoo tables`` (the textbook's tables)."""
+"""``mobilezoo profile`` (params, MAdds, MAC, memory per layer) and ``mobilezoo tables`` (the textbook's tables and
+its timeline)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 from mobilezoo.cli._output import console, print_json, print_table
 from mobilezoo.complexity import profile
 from mobilezoo.complexity.tables import Figure, TableResult, table_ids, textbook_tables
+from mobilezoo.complexity.timeline import Timeline, timeline
 from mobilezoo.formatting import fmt
 
 
@@ -21,12 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
     p.set_defaults(func=run_profile)
 
-    t = sub.add_parser("tables", help="regenerate the textbook's Tables 5-2, 5-3, 5-10, 5-11, 5-12 against the papers")
-    t.add_argument("ids", nargs="*", metavar="TABLE", help=f"some of {', '.join(table_ids())} (default: all)")
+    t = sub.add_parser(
+        "tables", help="regenerate the textbook's Tables 5-2, 5-3, 5-10, 5-11, 5-12 and its timeline against the papers"
+    )
+    t.add_argument(
+        "ids", nargs="*", metavar="TABLE", help=f"some of {', '.join([*table_ids(), TIMELINE_ID])} (default: all)"
+    )
     t.add_argument("--errata", action="store_true", help="add the paper figures no count reproduces (V2 1.4, ...)")
     t.add_argument("--skip-missing", action="store_true", help="report unregistered models as rows, do not stop")
     t.add_argument("--json", action="store_true", help="print the tables as JSON")
     t.set_defaults(func=run_tables)
+
+
+TIMELINE_ID = "timeline"
 
 
 def _mb(n: int) -> str:
@@ -111,11 +120,52 @@ def _print_table(table: TableResult) -> None:
         console.print(f"  [{i}] {text}", markup=False)
 
 
+def _print_timeline(tl: Timeline) -> None:
+    notes: list[str] = []
+    rows = []
+    for r in tl.rows:
+        marks = []
+        for text in (r.note, r.error):
+            if text:
+                if text not in notes:
+                    notes.append(text)
+                marks.append(f"[{notes.index(text) + 1}]")
+        rows.append(
+            [
+                str(r.year),
+                r.label + (f" @{r.resolution}" if r.resolution != 224 else ""),
+                r.model or "-",
+                fmt(r.paper_top1, 1),
+                _printed(r.paper_madds_m),
+                fmt(r.madds_m),
+                f"{r.madds_vs_paper_pct:+.2f}%" if r.madds_vs_paper_pct is not None else "-",
+                _printed(r.paper_params_m),
+                f"{r.params / 1e6:,.2f}" if r.params is not None else "-",
+                " ".join([r.status, *marks]),
+            ]
+        )
+    columns = ["year", "model", "registered as", "paper top-1 %", "paper MAdds M", "ours", "ours vs paper"]
+    columns += ["paper params M", "ours", "status"]
+    print_table(rows, columns, title=tl.title)
+    console.print(f"  convention: {tl.convention}")
+    for i, text in enumerate(notes, 1):
+        console.print(f"  [{i}] {text}", markup=False)
+
+
 def run_tables(args: argparse.Namespace) -> int:
-    tables = textbook_tables(args.ids or None, include_errata=args.errata, skip_missing=args.skip_missing)
+    ids = [i for i in args.ids if i != TIMELINE_ID]
+    with_timeline = not args.ids or TIMELINE_ID in args.ids
+    tables = (
+        []
+        if args.ids and not ids
+        else textbook_tables(ids or None, include_errata=args.errata, skip_missing=args.skip_missing)
+    )
+    tl = timeline() if with_timeline else None
     if args.json:
-        print_json([t.to_dict() for t in tables])
+        print_json([t.to_dict() for t in tables] + ([tl.to_dict()] if tl else []))
     else:
         for table in tables:
             _print_table(table)
-    return 0 if all(t.reproduces for t in tables) else 1
+        if tl is not None:
+            _print_timeline(tl)
+    return 0 if all(t.reproduces for t in tables) and (tl is None or tl.reproduces) else 1

@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from mobilezoo.complexity.tables import TableResult
+from mobilezoo.complexity.timeline import Timeline, timeline
 from mobilezoo.report.config import ReportConfig, SweepSpec
 
 Progress = Callable[[str], None]
@@ -152,6 +153,7 @@ class ReportData:
     models: tuple[ModelEntry, ...]
     sweeps: tuple[SweepResult, ...]
     seconds: dict[str, float] = field(default_factory=dict)
+    timeline: Timeline | None = None  # the chapter's timeline (Fig. 5-2)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +163,7 @@ class ReportData:
             "models": [m.to_dict() for m in self.models],
             "sweeps": [s.to_dict() for s in self.sweeps],
             "seconds": self.seconds,
+            "timeline": self.timeline.to_dict() if self.timeline is not None else None,
         }
 
 
@@ -365,6 +368,7 @@ def build_report(
 
     say("textbook tables")
     tables = tuple(textbook_tables(list(cfg.tables) if cfg.tables is not None else None, skip_missing=True))
+    timeline_table = timeline()
     lap("tables")
     measurer = _Measurer(cfg, threads, say)
     entries = [_model_entry(m, measurer, cfg.backends) for m in cfg.models]
@@ -373,7 +377,7 @@ def build_report(
     sweeps = tuple(_sweep(s, measurer, cfg.sweep_backends) for s in cfg.sweeps)
     lap("sweeps")
     env = _environment(threads, cfg)
-    data = ReportData(cfg, env, tables, tuple(entries), sweeps, seconds)
+    data = ReportData(cfg, env, tables, tuple(entries), sweeps, seconds, timeline_table)
 
     say("plots")
     pngs = plots.write_plots(data, out)

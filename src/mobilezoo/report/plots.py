@@ -10,52 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mobilezoo.plotting import colour, figure, pareto_frontier, plain_log
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.axis import Axis
-    from matplotlib.figure import Figure
 
     from mobilezoo.report.build import ModelEntry, ReportData, SweepResult
 
-FAMILY_ORDER = ("MobileNetV1", "MobileNetV2", "MobileNetV3", "ShuffleNetV1", "ShuffleNetV2", "Reference")
-DPI = 110
 ALPHA, RHO = "\u03b1", "\u03c1"  # the MobileNet width and resolution multipliers (escaped: ruff RUF001)
-
-
-def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the upper-left frontier (lower x and higher y are better), ordered by increasing x.
-
-    A point is on it when no other point has x <= its x and y >= its y with one of them strictly better.
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    frontier: list[int] = []
-    best_y = float("-inf")
-    for i in order:
-        if points[i][1] > best_y:
-            frontier.append(i)
-            best_y = points[i][1]
-    return frontier
-
-
-def _figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def _colour(family: str) -> str:
-    from matplotlib import colormaps
-
-    i = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
-    return colormaps["tab10"](i % 10)
-
-
-def _plain_log(axis: Axis) -> None:
-    """Log-scale tick labels as plain numbers (0.3, 20, 1000) instead of powers of ten."""
-    from matplotlib.ticker import FuncFormatter
-
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else ""))
 
 
 def _pareto(ax: Axes, entries: Sequence[ModelEntry], xs: Sequence[float], xlabel: str) -> None:
@@ -64,14 +26,14 @@ def _pareto(ax: Axes, entries: Sequence[ModelEntry], xs: Sequence[float], xlabel
     for e, x, y in zip(entries, xs, ys):
         label = e.family if e.family not in seen else None
         seen.add(e.family)
-        ax.scatter([x], [y], color=_colour(e.family), s=36, zorder=3, label=label, edgecolors="black", linewidths=0.4)
+        ax.scatter([x], [y], color=colour(e.family), s=36, zorder=3, label=label, edgecolors="black", linewidths=0.4)
         ax.annotate(e.name, (x, y), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
     front = pareto_frontier(list(zip(xs, ys)))
     if len(front) > 1:
         fx, fy = [xs[i] for i in front], [ys[i] for i in front]
         ax.step(fx, fy, where="post", color="grey", linestyle="--", linewidth=1, zorder=2, label="Pareto frontier")
     ax.set_xscale("log")
-    _plain_log(ax.xaxis)
+    plain_log(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("ImageNet top-1 % (paper)")
     ax.grid(True, which="both", alpha=0.25)
@@ -80,7 +42,7 @@ def _pareto(ax: Axes, entries: Sequence[ModelEntry], xs: Sequence[float], xlabel
 
 def plot_pareto_madds(entries: Sequence[ModelEntry], path: Path) -> Path:
     pts = [e for e in entries if e.paper_top1 is not None]
-    fig = _figure(8, 5.5)
+    fig = figure(8, 5.5)
     ax = fig.add_subplot()
     _pareto(ax, pts, [e.madds_m for e in pts], "MAdds (millions, counted from the code, log scale)")
     ax.set_title("Accuracy vs. multiply-adds")
@@ -90,7 +52,7 @@ def plot_pareto_madds(entries: Sequence[ModelEntry], path: Path) -> Path:
 
 def plot_pareto_latency(entries: Sequence[ModelEntry], path: Path, subtitle: str) -> Path:
     pts = [e for e in entries if e.paper_top1 is not None and e.fastest_exact is not None]
-    fig = _figure(8, 5.5)
+    fig = figure(8, 5.5)
     ax = fig.add_subplot()
     xs = [e.fastest_exact.median_ms for e in pts]  # type: ignore[union-attr]
     _pareto(ax, pts, xs, "median latency, ms (fastest exact backend on this machine, log scale)")
@@ -102,7 +64,7 @@ def plot_pareto_latency(entries: Sequence[ModelEntry], path: Path, subtitle: str
 def plot_backends(entries: Sequence[ModelEntry], backends: Sequence[str], path: Path, subtitle: str) -> Path:
     """Grouped bars: median latency per model, one bar per backend (log scale)."""
     measured = [e for e in entries if e.latencies]
-    fig = _figure(max(6.0, 1.1 * len(measured) + 2), 4.5)
+    fig = figure(max(6.0, 1.1 * len(measured) + 2), 4.5)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(backends))
     for j, b in enumerate(backends):
@@ -120,7 +82,7 @@ def plot_backends(entries: Sequence[ModelEntry], backends: Sequence[str], path: 
                 bar.set_edgecolor("red")
     ax.set_xticks(range(len(measured)), [e.name for e in measured], rotation=30, ha="right", fontsize=7)
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    plain_log(ax.yaxis)
     ax.set_ylabel("median latency, ms (log scale)")
     noisy = any(lat.noisy for e in measured for lat in e.latencies)
     title = "Latency per backend" + (" (red cross-hatched: noisy, disturbed by the load)" if noisy else "")
@@ -133,7 +95,7 @@ def plot_backends(entries: Sequence[ModelEntry], backends: Sequence[str], path: 
 
 def plot_sweeps(family: str, sweeps: Sequence[SweepResult], path: Path) -> Path:
     """One panel per sweep of a family: MAdds and latency relative to the multiplier-1 point, with alpha² / rho²."""
-    fig = _figure(5.2 * len(sweeps), 4.4)
+    fig = figure(5.2 * len(sweeps), 4.4)
     axes = fig.subplots(1, len(sweeps), squeeze=False)[0]
     for ax, sweep in zip(axes, sweeps):
         ref = sweep.reference
@@ -159,7 +121,7 @@ def plot_sweeps(family: str, sweeps: Sequence[SweepResult], path: Path) -> Path:
                     label=f"noisy (disturbed), {lat.backend}",
                 )
         ax.set_yscale("log")
-        _plain_log(ax.yaxis)
+        plain_log(ax.yaxis)
         ticks = [
             f"{r.multiplier:g}" if sweep.kind == "width" else f"{r.multiplier:.3g}\n{r.resolution}px"
             for r in sweep.rows

@@ -18,6 +18,7 @@ from mobilezoo.report.plots import ALPHA, RHO, pareto_frontier, subtitle
 
 if TYPE_CHECKING:
     from mobilezoo.complexity.tables import Figure, TableResult
+    from mobilezoo.complexity.timeline import Timeline
     from mobilezoo.report.build import Latency, ModelEntry, ReportData, SweepResult
 
 
@@ -96,6 +97,38 @@ def textbook_table(table: TableResult) -> Table:
     columns.append("status")
     notes = [f"Convention: {table.convention}.", *(f"[{i}] {t}" for i, t in enumerate(notes, 1))]
     return Table(columns, rows, f"Table {table.id}: {table.title}", notes)
+
+
+def timeline_table(tl: Timeline) -> Table:
+    """The chapter's timeline: year, model, the paper's top-1 / MAdds / params and our counts, as ``mobilezoo tables
+    timeline`` prints it."""
+    notes: list[str] = []
+    rows = []
+    for r in tl.rows:
+        marks = []
+        for text in (r.note, r.error):
+            if text:
+                if text not in notes:
+                    notes.append(text)
+                marks.append(f"[{notes.index(text) + 1}]")
+        rows.append(
+            [
+                str(r.year),
+                r.label + (f" @{r.resolution}" if r.resolution != 224 else ""),
+                f"`{r.model}`" if r.model else "-",
+                fmt(r.paper_top1, 1),
+                fmt(r.paper_madds_m),
+                fmt(r.madds_m),
+                _pct(r.madds_vs_paper_pct),
+                fmt(r.paper_params_m),
+                fmt(r.params / 1e6) if r.params is not None else "-",
+                " ".join([r.status, *marks]),
+            ]
+        )
+    columns = ["year", "model", "registered as", "paper top-1 %", "paper MAdds M", "ours", "ours vs paper"]
+    columns += ["paper params M", "ours", "status"]
+    notes = [f"Convention: {tl.convention}", *(f"[{i}] {t}" for i, t in enumerate(notes, 1))]
+    return Table(columns, rows, tl.title, notes)
 
 
 def _ms(lat: Latency | None) -> str:
@@ -318,6 +351,8 @@ def sections(data: ReportData, pngs: dict[str, Path]) -> list[Section]:
         )
     out = [Section("summary", "Summary", list(summary))]
     out.append(Section("tables", "The textbook's tables, recomputed", [textbook_table(t) for t in data.tables]))
+    if data.timeline is not None:
+        out.append(Section("timeline", "The timeline of lightweight DCNNs", [timeline_table(data.timeline)]))
 
     pareto: list[Block] = [
         "One marker per model: top-1 is the paper's ImageNet figure (no ImageNet run here), MAdds are counted from "
