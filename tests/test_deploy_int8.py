@@ -221,3 +221,31 @@ def test_avgpool_as_conv_is_exact_or_leaves_the_pool(attrs: dict, rewritten: int
     assert ("Conv" in {n.op_type for n in new.graph.node}) == bool(rewritten)
     (got,) = _run(new, tmp_path, x, "conv")
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------------- the chapter's newer nets, at an odd size
+
+# one model per architecture the timeline added (widths share a code path); MobileNetV4, GhostNet and EfficientNet-Lite
+# are checked in their own model tests
+TIMELINE_NETS = ["squeezenet1_0", "squeezenet1_1", "squeezenet1_0_simple_bypass", "mnasnet_a1_x0_35",
+                 "mnasnet_b1_x0_5", "mnasnet_small", "nasnet_a_mobile"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", TIMELINE_NETS)
+def test_onnx_and_int8_at_an_odd_size_and_another_batch(name: str, tmp_path) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    res = (75, 67)  # odd sides: ceil-mode pools, TF "same" padding and valid convs all round differently
+    # the fp32 file is traced at batch 1 and checked at batch 3 by export_onnx (ParityError beyond the tolerance)
+    r = export_onnx(model, tmp_path / "m.onnx", resolution=res, check_batch=3)
+    assert r.max_abs_diff is not None and r.max_abs_diff <= 1e-3
+    cal = random_batches(3, res, num_images=8, batch_size=4)
+    q = quantize(r.path, cal, out_path=tmp_path / "m.int8.onnx")
+    x = np.random.default_rng(1).standard_normal((5, 3, *res), dtype=np.float32)
+    s32, s8 = onnx_session(r.path, 1), onnx_session(q.path, 1)
+    want = s32.run(None, {s32.get_inputs()[0].name: x})[0]
+    got = s8.run(None, {s8.get_inputs()[0].name: x})[0]
+    assert got.shape == want.shape == (5, 10) and np.isfinite(got).all()
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.9  # int8 follows fp32 (random weights and inputs)
