@@ -32,6 +32,7 @@ PAPERS = {
     "SqueezeNet": "Iandola et al., SqueezeNet (arXiv:1602.07360, 2016)",
     "MnasNet": "Tan et al., MnasNet (arXiv:1807.11626v3, CVPR 2019)",
     "NASNet": "Zoph et al., NASNet: Learning Transferable Architectures (arXiv:1707.07012v4, CVPR 2018)",
+    "GhostNet": "Han et al., GhostNet: More Features from Cheap Operations (arXiv:1911.11907v2, CVPR 2020)",
     "Reference": "Howard et al., MobileNets (arXiv:1704.04861) Table 8 (reference networks)",
 }
 

@@ -13,4 +13,5 @@ REPRESENTATIVES = [
     "squeezenet1_1",
     "mnasnet_a1_x0_35",
     "nasnet_a_mobile",
+    "ghostnet_x0_5",
 ]
