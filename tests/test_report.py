@@ -52,6 +52,7 @@ def _config() -> ReportConfig:
         warmup=1,
         iters=2,
         mode="test",
+        budgets_ms=(0.5, 2.0),
     )
 
 
@@ -128,6 +129,17 @@ def test_models_counted_and_timed(report: dict) -> None:
     md = Path(report["markdown"]).read_text()
     assert "Table 5-13" in md and "NOT re-measured" in md
     assert "| 32.9 | 60 |" in md  # the textbook's ShuffleNet V1 detection row, reproduced
+
+
+def test_best_model_per_budget_from_the_measured_latencies(report: dict) -> None:
+    # every timed call "takes" 1 ms (fake clock): at 2 ms both fit and ShuffleNet V2 0.5 (60.3%) beats V1 0.25 (50.6%)
+    tight, loose = report["data"]["budgets"]
+    assert tight["pick"] is None and "no candidate meets 0.5 ms per call" in tight["message"]
+    assert loose["pick"]["key"] == "shufflenet_v2_x0_5@224" and loose["pick"]["backend"] == "eager"
+    assert loose["n_candidates"] == 2  # the timed models at their native resolution
+    assert loose["runners_up"]["MobileNetV1"]["key"] == "mobilenet_v1_x0_25@224"
+    md = Path(report["markdown"]).read_text()
+    assert "## Which model to run here" in md and "| 2 | `shufflenet_v2_x0_5` @224 | eager | 60.3 |" in md
 
 
 class _Refs(HTMLParser):

@@ -2,11 +2,13 @@
 
 from mobilezoo.complexity import profile, textbook_tables
 from mobilezoo.registry import create_model, list_models, model_card
+from mobilezoo.selection import Budget, select
 from mobilezoo.weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Budget",
     "__version__",
     "create_model",
     "list_models",
@@ -14,5 +16,6 @@ __all__ = [
     "model_card",
     "profile",
     "save_weights",
+    "select",
     "textbook_tables",
 ]

@@ -24,6 +24,7 @@ from torch import nn
 from mobilezoo.complexity.tables import TableResult
 from mobilezoo.complexity.timeline import Timeline, timeline
 from mobilezoo.report.config import ReportConfig, SweepSpec
+from mobilezoo.selection.search import Selection
 
 Progress = Callable[[str], None]
 
@@ -154,6 +155,7 @@ class ReportData:
     sweeps: tuple[SweepResult, ...]
     seconds: dict[str, float] = field(default_factory=dict)
     timeline: Timeline | None = None  # the chapter's timeline (Fig. 5-2)
+    budgets: tuple[Selection, ...] = ()  # the best measured model per latency budget (mobilezoo.select)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +166,7 @@ class ReportData:
             "sweeps": [s.to_dict() for s in self.sweeps],
             "seconds": self.seconds,
             "timeline": self.timeline.to_dict() if self.timeline is not None else None,
+            "budgets": [b.to_dict() for b in self.budgets],
         }
 
 
@@ -312,6 +315,40 @@ def _model_entry(name: str, measurer: _Measurer | None, backends: Sequence[str])
     )
 
 
+def budget_picks(entries: Sequence[ModelEntry], budgets_ms: Sequence[float], batch_size: int,
+                 threads: int) -> tuple[Selection, ...]:  # fmt: skip
+    """For each latency budget, :func:`mobilezoo.select` over the timed models at their card resolution, on the
+    latencies already measured (nothing is timed again); an int8 pick is labelled, its agreement not measured here."""
+    from mobilezoo.benchmark.backends import precision
+    from mobilezoo.selection import Budget, Measurement, candidates, select
+
+    timed = {e.name: e for e in entries if e.latencies and e.paper_top1 is not None}
+    if not timed or not budgets_ms:
+        return ()
+    pool = [c for c in candidates(models=tuple(timed)) if c.resolution == timed[c.model].resolution]
+    backends = tuple(dict.fromkeys(lat.backend for e in timed.values() for lat in e.latencies))
+
+    def measured(c: Any, names: Sequence[str], _batch: int, _threads: int) -> dict[str, Measurement]:
+        lats = {lat.backend: lat for lat in timed[c.model].latencies}
+        return {b: Measurement(b, precision(b), lats[b].median_ms, lats[b].p90_ms, lats[b].noisy, lats[b].error)
+                for b in names if b in lats}  # fmt: skip
+
+    def unchecked(_choice: Any) -> dict[str, Any]:
+        return {"note": "not measured in the report: `mobilezoo select --int8` checks int8 against fp32"}
+
+    return tuple(
+        select(
+            Budget(latency_ms=ms, batch_size=batch_size, threads=threads),
+            candidates_=pool,
+            backends=backends,
+            measure=measured,
+            use_cache=False,
+            int8_check=unchecked,
+        )
+        for ms in budgets_ms
+    )
+
+
 def _sweep(spec: SweepSpec, measurer: _Measurer, backends: Sequence[str]) -> SweepResult:
     per_backend = [measurer.sweep_latencies(spec, b) for b in backends]  # [backend][point]
     rows = []
@@ -377,7 +414,8 @@ def build_report(
     sweeps = tuple(_sweep(s, measurer, cfg.sweep_backends) for s in cfg.sweeps)
     lap("sweeps")
     env = _environment(threads, cfg)
-    data = ReportData(cfg, env, tables, tuple(entries), sweeps, seconds, timeline_table)
+    budgets = budget_picks(entries, cfg.budgets_ms, cfg.batch_size, threads)
+    data = ReportData(cfg, env, tables, tuple(entries), sweeps, seconds, timeline_table, budgets)
 
     say("plots")
     pngs = plots.write_plots(data, out)

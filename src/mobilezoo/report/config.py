@@ -117,6 +117,7 @@ class ReportConfig:
     warmup: int = 3
     iters: int = 15
     mode: str = "custom"
+    budgets_ms: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0)  # the "best model per budget" table (latency per call)
 
     @classmethod
     def quick(cls) -> ReportConfig:
@@ -191,6 +192,9 @@ class ReportConfig:
                 raise ValueError(f"sweep kind {s.kind!r} of {s.family}; expected one of {SWEEP_KINDS}")
             if len(s.points) < 2:
                 raise ValueError(f"the {s.family} {s.kind} sweep has {len(s.points)} point(s); expected at least 2")
+        for ms in self.budgets_ms:
+            if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms > 0:
+                raise ValueError(f"budgets_ms must hold positive numbers (ms), got {ms!r}")
         for what, value, low in (
             ("batch_size", self.batch_size, 1),
             ("warmup", self.warmup, 1),

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mobilezoo.complexity.tables import Figure, TableResult
     from mobilezoo.complexity.timeline import Timeline
     from mobilezoo.report.build import Latency, ModelEntry, ReportData, SweepResult
+    from mobilezoo.selection import Selection
 
 
 @dataclass
@@ -129,6 +130,28 @@ def timeline_table(tl: Timeline) -> Table:
     columns += ["paper params M", "ours", "status"]
     notes = [f"Convention: {tl.convention}", *(f"[{i}] {t}" for i, t in enumerate(notes, 1))]
     return Table(columns, rows, tl.title, notes)
+
+
+def budget_table(budgets: tuple[Selection, ...]) -> Table:
+    """The best timed model per latency budget (``mobilezoo select`` on the report's own measurements)."""
+    rows = []
+    for s in budgets:
+        p = s.pick
+        if p is None:
+            rows.append([f"{s.budget.limit_ms:g}", "nothing fits", "-", "-", "-", "-", s.message])
+            continue
+        backend = p.backend + (" (int8; top-1 is fp32)" if p.precision == "int8" else "")
+        note = "; ".join(s.notes) or "-"
+        rows.append([f"{s.budget.limit_ms:g}", f"`{p.candidate.model}` @{p.candidate.resolution}", backend,
+                     fmt(p.candidate.top1, 1), fmt(p.median_ms), fmt(p.p90_ms), note])  # fmt: skip
+    columns = ["budget, ms per image", "most accurate that fits", "backend", "paper top-1 %", "median ms", "p90 ms"]
+    columns.append("note")
+    notes = [
+        "From the latencies above (batch 1, this machine), among the timed models at their native resolution: the "
+        "most accurate whose fastest backend meets the budget. `mobilezoo select --latency-ms MS` searches every "
+        "width and resolution with a published top-1 instead."
+    ]
+    return Table(columns, rows, "Which model to run here: the best per latency budget", notes)
 
 
 def _ms(lat: Latency | None) -> str:
@@ -370,6 +393,9 @@ def sections(data: ReportData, pngs: dict[str, Path]) -> list[Section]:
         if "backends" in pngs:
             blocks.append(Image(pngs["backends"], "median latency per model and backend"))
         out.append(Section("latency", "Latency across backends", blocks))
+
+    if data.budgets:
+        out.append(Section("budgets", "Which model to run here", [budget_table(data.budgets)]))
 
     if data.sweeps:
         blocks = [
