@@ -49,7 +49,7 @@ def test_num_classes_0_with_weights_keeps_the_trunk(tmp_path) -> None:
     [
         ({"pretrained": True}, r"pretrained=True is not a mobilezoo argument: pass weights='torchvision'"),
         ({"checkpoint_path": "m.pth"}, r"checkpoint_path='m.pth' is not a mobilezoo argument: pass weights=<file>"),
-        ({"drop_path_rate": 0.1}, r"drop_path_rate=0.1 .*stochastic depth is not implemented; drop_rate"),
+        ({"drop_path_rate": 0.1}, r"drop_path_rate=0.1 .*this model has no stochastic depth \(NASNet-A Mobile"),
         ({"dropout": 0.3}, r"dropout=0.3 .*pass drop_rate"),
         ({"norm_layer": nn.BatchNorm2d}, r"norm_layer=.*nn.BatchNorm2d.*convert_sync_batchnorm.*fuse"),
         ({"global_pool": "max"}, r"global_pool='max': .*average only.*forward_features"),
@@ -64,6 +64,12 @@ def test_num_classes_0_with_weights_keeps_the_trunk(tmp_path) -> None:
 def test_foreign_arguments_are_refused_with_what_to_use(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         mobilezoo.create_model("mobilenet_v2_x0_35", **kwargs)
+
+
+def test_drop_path_rate_reaches_the_models_that_take_it() -> None:
+    assert mobilezoo.create_model("nasnet_a_mobile", drop_path_rate=0.3).drop_path_rate == 0.3
+    with pytest.raises(ValueError, match=r"drop_path_rate is a drop probability in \[0, 1\), got 1.5"):
+        mobilezoo.create_model("nasnet_a_mobile", drop_path_rate=1.5)
 
 
 def test_width_mult_where_the_family_has_none() -> None:

@@ -271,6 +271,13 @@ def collate_skipping(batch: Sequence[Any]) -> tuple[Tensor, Tensor, int]:
     return x, y, skipped
 
 
+class ReverseChannels(torch.nn.Module):
+    """RGB to BGR (or back) on a (..., C, H, W) tensor: a transform step for checkpoints trained on OpenCV's order."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flip(-3)
+
+
 def build_transforms(
     train: bool,
     img_size: int,
@@ -281,10 +288,14 @@ def build_transforms(
     auto_augment: str = "none",
     random_erasing: float = 0.0,
     eval_crop_pct: float = 0.875,
+    interpolation: str = "bilinear",
+    channel_order: str = "RGB",
 ) -> v2.Compose:
     """The train (random-resized-crop, flip, auto-augment, random erasing) or eval (resize + center crop) pipeline.
 
     Input is a PIL image already in the model's mode; output a normalised float tensor (C, img_size, img_size).
+    ``interpolation`` ("bilinear", "bicubic", "nearest") resizes; ``channel_order="BGR"`` reverses an RGB image's
+    channels before ``norm`` (whose mean and std are then in BGR order), for checkpoints trained on OpenCV's order.
     """
     if not isinstance(img_size, int) or img_size < 32:
         raise ValueError(f"img_size must be an integer >= 32 (the nets reduce by 32), got {img_size!r}")
@@ -297,9 +308,15 @@ def build_transforms(
     for name, p in (("hflip", hflip), ("random_erasing", random_erasing)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a probability in [0, 1], got {p!r}")
+    if channel_order not in ("RGB", "BGR"):
+        raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
+    try:
+        mode = v2.InterpolationMode(interpolation)
+    except ValueError:
+        raise ValueError(f"interpolation must be 'bilinear', 'bicubic' or 'nearest', got {interpolation!r}") from None
     ops: list[Any]
     if train:
-        ops = [v2.RandomResizedCrop(img_size, scale=crop_scale, antialias=True)]
+        ops = [v2.RandomResizedCrop(img_size, scale=crop_scale, interpolation=mode, antialias=True)]
         if hflip > 0:
             ops.append(v2.RandomHorizontalFlip(hflip))
         if auto_augment == "autoaugment":
@@ -309,8 +326,11 @@ def build_transforms(
         elif auto_augment == "randaugment":
             ops.append(v2.RandAugment())
     else:
-        ops = [v2.Resize(round(img_size / eval_crop_pct), antialias=True), v2.CenterCrop(img_size)]
-    ops += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(norm.mean), list(norm.std))]
+        ops = [v2.Resize(round(img_size / eval_crop_pct), interpolation=mode, antialias=True), v2.CenterCrop(img_size)]
+    ops += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)]
+    if channel_order == "BGR":
+        ops.append(ReverseChannels())
+    ops.append(v2.Normalize(list(norm.mean), list(norm.std)))
     if train and random_erasing > 0:
         ops.append(v2.RandomErasing(random_erasing))
     return v2.Compose(ops)

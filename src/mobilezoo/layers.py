@@ -174,3 +174,79 @@ __all__ = [
     "init_weights",
     "make_divisible",
 ]
+
+
+# ------------------------------------------------------------------------ TensorFlow "SAME" padding (padding="tf")
+
+
+from mobilezoo.models.tf_same import pad_same as _tf_pad_same  # noqa: E402 - the one TF "SAME" implementation
+
+# a leaf of torch.fx graphs here too (torch.fx.wrap patches the calling module's globals)
+torch.fx.wrap("_tf_pad_same")
+
+
+class Conv2dSame(nn.Conv2d):
+    """A stride-2 ``nn.Conv2d`` with TensorFlow's "SAME" padding, computed from each input's size: an even side gets
+    its extra pixel on the bottom/right (:func:`mobilezoo.models.tf_same.pad_same`, exact in torch.fx, TorchScript
+    and ONNX export at a fixed or dynamic size). Parameters and state_dict keys are an ``nn.Conv2d``'s."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _tf_pad_same(x, self.kernel_size[0])
+        return nn.functional.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+PADDINGS = ("symmetric", "tf")
+
+
+def use_tf_padding(module: nn.Module) -> None:
+    """Give every conv of ``module`` TensorFlow's "SAME" padding, as the TF-trained checkpoints (timm's ``tf_*``) need.
+
+    Only a conv whose symmetric ``(k - 1) // 2`` padding differs from TF's somewhere is replaced (in place, weights
+    kept) by a :class:`Conv2dSame`: those with stride 2 and a kernel > 1. At stride 1 an odd kernel pads (k - 1) / 2
+    on each side in both conventions, and a 1x1 conv pads nothing in either; an even kernel, another stride or a conv
+    built with another padding raises a ValueError naming it.
+    """
+    for parent_name, parent in list(module.named_modules()):
+        for name, conv in list(parent.named_children()):
+            if type(conv) is not nn.Conv2d:
+                continue
+            where = f"{parent_name}.{name}".lstrip(".")
+            symmetric = tuple((k - 1) * d // 2 for k, d in zip(conv.kernel_size, conv.dilation))
+            if any(k % 2 == 0 for k in conv.kernel_size) or conv.padding != symmetric:
+                raise ValueError(
+                    f"conv {where!r} (kernel {conv.kernel_size}, padding {conv.padding}) has no TF 'SAME' equivalent "
+                    "here: expected an odd kernel with padding (k - 1) // 2"
+                )
+            if all(s == 1 for s in conv.stride) or conv.kernel_size == (1, 1):  # TF pads these as PyTorch does
+                continue
+            if conv.stride != (2, 2) or conv.dilation != (1, 1) or conv.kernel_size[0] != conv.kernel_size[1]:
+                raise ValueError(
+                    f"conv {where!r} (kernel {conv.kernel_size}, stride {conv.stride}, dilation {conv.dilation}): TF "
+                    "'SAME' padding is implemented for square kernels at stride 2 without dilation"
+                )
+            same = Conv2dSame(
+                conv.in_channels,
+                conv.out_channels,
+                conv.kernel_size,
+                conv.stride,
+                0,
+                conv.dilation,
+                conv.groups,
+                conv.bias is not None,
+                device=conv.weight.device,
+                dtype=conv.weight.dtype,
+            )
+            same.load_state_dict(conv.state_dict())
+            setattr(parent, name, same)
+
+
+def set_bn_eps(module: nn.Module, eps: float) -> None:
+    """Set the epsilon of every BatchNorm in ``module`` (TF's checkpoints: 1e-3; PyTorch's default: 1e-5)."""
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
+        raise ValueError(f"bn_eps must be a number > 0, got {eps!r}")
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eps = float(eps)
+
+
+__all__ += ["PADDINGS", "Conv2dSame", "set_bn_eps", "use_tf_padding"]

@@ -32,8 +32,10 @@ PAPERS = {
     "SqueezeNet": "Iandola et al., SqueezeNet (arXiv:1602.07360, 2016)",
     "MnasNet": "Tan et al., MnasNet (arXiv:1807.11626v3, CVPR 2019)",
     "NASNet": "Zoph et al., NASNet: Learning Transferable Architectures (arXiv:1707.07012v4, CVPR 2018)",
-    "GhostNet": "Han et al., GhostNet: More Features from Cheap Operations (arXiv:1911.11907v2, CVPR 2020)",
     "Reference": "Howard et al., MobileNets (arXiv:1704.04861) Table 8 (reference networks)",
+    "MobileNetV4": "Qin et al., MobileNetV4: Universal Models for the Mobile Ecosystem (arXiv:2404.10518, ECCV 2024)",
+    "GhostNet": "Han et al., GhostNet: More Features from Cheap Operations (arXiv:1911.11907v2, CVPR 2020)",
+    "EfficientNet": "Tan & Le, EfficientNet: Rethinking Model Scaling for CNNs (arXiv:1905.11946v5, ICML 2019)",
 }
 
 
@@ -113,6 +115,9 @@ class ModelCard:
     notes: str = ""
     torchvision: TorchvisionRef | None = None
     pretrained: dict[str, Any] | None = None
+    # every public checkpoint that loads (torchvision's, timm's, megvii's): the weights= string, the model arguments
+    # create_model sets for it, those the caller gives, its preprocessing; filled by model_card()
+    checkpoints: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -128,6 +133,7 @@ class ModelCard:
             "notes": self.notes,
             "torchvision_builder": self.torchvision.builder if self.torchvision else None,
             "pretrained": self.pretrained,
+            "checkpoints": list(self.checkpoints),
         }
         return out
 
@@ -199,21 +205,46 @@ def _lookup(name: str) -> str:
 
 
 def model_card(name: str) -> ModelCard:
-    """The card of a registered model; for models with a torchvision checkpoint it includes its preprocessing and top-1."""
+    """The card of a registered model; for models with a torchvision checkpoint it includes its preprocessing and top-1,
+    and ``checkpoints`` lists every public checkpoint that loads (torchvision's, timm's, megvii's)."""
     card = _CARDS[_lookup(name)]
     if card.torchvision is not None and card.torchvision.weights is not None and card.pretrained is None:
         from mobilezoo.weights import torchvision_pretrained_info
 
         card = replace(card, pretrained=torchvision_pretrained_info(card.torchvision.weights))
-    return card
+    return replace(card, checkpoints=_checkpoints(card.name))
+
+
+@functools.cache
+def _checkpoints(name: str) -> tuple[dict[str, Any], ...]:
+    from mobilezoo import weights as wts
+
+    card = _CARDS[name]
+    out: list[dict[str, Any]] = []
+    tv = card.torchvision
+    if tv is not None and tv.weights is not None:
+        import torchvision.models
+
+        for member in getattr(torchvision.models, tv.weights):
+            out.append(
+                {
+                    "source": "torchvision",
+                    "weights": f"torchvision:{member.name}",
+                    "model_kwargs": dict(tv.model_kwargs),
+                    "requires": {},
+                    "preprocessing": wts.torchvision_preprocessing(tv.weights, member.name).to_dict(),
+                }
+            )
+    return tuple(out + wts.checkpoints_for(name, card.family))
 
 
 # timm's and torchvision's create-model arguments that have no mobilezoo counterpart, and what to use instead
 _FOREIGN_ARGUMENTS = {
-    "pretrained": "pass weights='torchvision' (torchvision's ImageNet checkpoint, for the models that have one) or "
-    "weights=<file>; mobilezoo has no timm checkpoints",
+    "pretrained": "pass weights='torchvision' (torchvision's ImageNet checkpoint, for the models that have one), "
+    "weights='timm:<timm model>' (timm's, see model_card(name).checkpoints) or weights=<file>",
     "checkpoint_path": "pass weights=<file>",
-    "drop_path_rate": "stochastic depth is not implemented; drop_rate sets the classifier's dropout",
+    "drop_path_rate": "this model has no stochastic depth (NASNet-A Mobile and EfficientNet take drop_path_rate, "
+    "MobileNetV4 stochastic_depth_rate); drop_rate sets the classifier's dropout",
     "dropout": "pass drop_rate (the classifier's dropout probability)",
     "norm_layer": "the models use nn.BatchNorm2d; convert it after creation (e.g. "
     "nn.SyncBatchNorm.convert_sync_batchnorm(model)) or fold it for inference with mobilezoo.deploy.fuse(model)",
@@ -249,13 +280,13 @@ def _ecosystem_arguments(
             f"global_pool={pool!r}: mobilezoo models pool by average only ('avg'); for the unpooled feature map use "
             "model.forward_features(x) or create_model(..., features_only=True)"
         )
-    for key, hint in _FOREIGN_ARGUMENTS.items():
-        if key in kwargs:
-            raise ValueError(f"{key}={kwargs[key]!r} is not a mobilezoo argument: {hint}")
     try:  # the builder's return annotation is the model class, whose __init__ lists the arguments
         params = inspect.signature(typing.get_type_hints(_BUILDERS[name])["return"]).parameters
     except Exception:  # a builder registered without a resolvable class annotation: its own errors apply
         params = {}
+    for key, hint in _FOREIGN_ARGUMENTS.items():
+        if key in kwargs and key not in params:  # NASNet and EfficientNet take drop_path_rate themselves
+            raise ValueError(f"{key}={kwargs[key]!r} is not a mobilezoo argument: {hint}")
     if params and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         takes = [p for p in params if p not in ("num_classes", "in_chans")]
         unknown = sorted(set(kwargs) - set(takes))
@@ -300,7 +331,12 @@ def create_model(
 
     ``weights``: None (random init), ``"torchvision"`` (torchvision's default ImageNet checkpoint for the same
     architecture, through torch.hub's download cache ``$TORCH_HOME/hub/checkpoints``), ``"torchvision:IMAGENET1K_V1"``
-    (a named one), or a path to a weights file: safetensors, or a PyTorch checkpoint (``.pth``/``.pt``/``.ckpt``/
+    (a named one), ``"timm:<timm model>[.<tag>]"`` (timm's weights, from the Hugging Face hub cache; also
+    ``"timm:<timm model>@<file>"`` or ``"timm:<file>"``), ``"megvii:<file>"`` (the official ShuffleNet V1/V2
+    checkpoints), each mapped by the family's key map with the model arguments the port needs (``padding="tf"``,
+    ``bn_eps``, ``act``, ``shuffle``) set here; these public checkpoints set their preprocessing as
+    ``model.preprocessing`` (``model_card(name).checkpoints`` lists what loads; see :mod:`mobilezoo.weights`). Or a
+    path to a weights file: safetensors, or a PyTorch checkpoint (``.pth``/``.pt``/``.ckpt``/
     ``.pth.tar``/``.bin``: a plain state_dict or what torchvision's reference scripts, timm's ``train.py``, PyTorch
     Lightning or DDP save; see :mod:`mobilezoo.weights`). Whatever the source, a checkpoint that differs from the
     model only in the classifier's class count gets a new classifier for ``num_classes``, and one that differs only in
@@ -321,6 +357,12 @@ def create_model(
     card = _CARDS[name]
     builder = _BUILDERS[name]
     tv_enum = None
+    source = None
+    if wts.is_source_spec(weights):  # "timm:..." / "megvii:...": another layout, mapped by the family's key map
+        source = wts.resolve_source(name, card.family, str(weights))
+        for key, value in source.port.items():
+            if model_kwargs.setdefault(key, value) != value:
+                raise ValueError(f"the {weights!r} checkpoint needs {key}={value!r}, got {model_kwargs[key]!r}")
     if isinstance(weights, str) and (weights == "torchvision" or weights.startswith("torchvision:")):
         tv = card.torchvision
         if tv is None or tv.weights is None:
@@ -339,11 +381,24 @@ def create_model(
         member = str(weights).partition(":")[2] or "DEFAULT"
         state = wts.torchvision_state_dict(tv_enum, member, progress=progress)
         wts.load_weights(model, state, adapt=adapt_weights, label=f"torchvision's {tv_enum}.{member} checkpoint")
+        model.preprocessing = wts.torchvision_preprocessing(tv_enum, member)  # type: ignore[assignment]
+    elif source is not None:
+        for key, value in source.arch.items():  # the architecture the checkpoint is for: the caller's to choose
+            if getattr(model, key, value) != value:
+                raise ValueError(
+                    f"the {weights!r} checkpoint is for {key}={value!r}; {name} was built with "
+                    f"{key}={getattr(model, key)!r}: create_model({name!r}, {key}={value!r}, weights={weights!r})"
+                )
+        wts.load_source(model, source, name, adapt=adapt_weights, progress=progress)
+        model.preprocessing = source.preprocessing  # type: ignore[assignment]
     elif weights is not None:
         wts.load_weights(model, weights, adapt=adapt_weights)
     if pooled_only:
         model.reset_classifier(0)
     model.model_name = name  # type: ignore[assignment]
     if features_only:
-        return FeatureExtractor(model, out_indices)
+        extractor = FeatureExtractor(model, out_indices)
+        if hasattr(model, "preprocessing"):
+            extractor.preprocessing = model.preprocessing  # type: ignore[assignment]
+        return extractor
     return model

@@ -14,4 +14,6 @@ REPRESENTATIVES = [
     "mnasnet_a1_x0_35",
     "nasnet_a_mobile",
     "ghostnet_x0_5",
+    "efficientnet_lite0",
+    "mobilenet_v4_conv_small",
 ]

@@ -16,7 +16,7 @@ from mobilezoo import create_model, list_models, load_weights, model_card
 from mobilezoo import weights as wts
 from mobilezoo.benchmark.harness import torchvision_counterpart
 from mobilezoo.layers import SqueezeExcite
-from mobilezoo.models.mnasnet import BN_SETTINGS, MnasBlock, MnasNet, se_channels
+from mobilezoo.models.mnasnet import BN_SETTINGS, MnasBlock, MnasNet, SepConvResidual, se_channels
 from mobilezoo.registry import PaperRow, paper_rows
 
 ROWS = [r for r in paper_rows() if r.family == "MnasNet"]
@@ -287,3 +287,33 @@ def test_bad_arguments() -> None:
         create_model("mnasnet_a1_x0_5", drop_rate=1.0)
     with pytest.raises(ValueError, match="too small"):
         create_model("mnasnet_b1_x0_5")(torch.randn(1, 3, 31, 64))
+
+
+def test_bn_eps_and_sepconv_skip_for_timms_weights() -> None:
+    """What timm's checkpoints need: ``bn_eps`` sets every BatchNorm's epsilon (the momentum stays the setting's);
+    ``sepconv_skip`` adds the SepConv's input to its output (timm's mnasnet_small), only where both are as wide."""
+    assert _bn(create_model("mnasnet_a1_x0_35", bn_eps=1e-5)) == {(1e-5, 0.01)}
+    assert _bn(create_model("mnasnet_b1_x0_5", bn_eps=1e-3)) == {(1e-3, 1 - 0.9997)}
+    with pytest.raises(ValueError, match="bn_eps must be a number > 0, got 0"):
+        create_model("mnasnet_small", bn_eps=0)
+    plain = _calibrated(create_model("mnasnet_small"))
+    skip = create_model("mnasnet_small", sepconv_skip=True).eval()
+    assert isinstance(skip.layers[3], SepConvResidual) and len(skip.layers) == len(plain.layers) - 4
+    # the same tensors in the same order, the SepConv's under layers.3.<i>
+    assert [v.shape for v in skip.state_dict().values()] == [v.shape for v in plain.state_dict().values()]
+    skip.load_state_dict(dict(zip(skip.state_dict(), plain.state_dict().values())), strict=True)
+    assert "layers.3.3.weight" in skip.state_dict() and "layers.6.weight" in plain.state_dict()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        stem = plain.layers[:3](x)
+        sepconv = plain.layers[3:8](stem)
+        torch.testing.assert_close(skip.layers[3](stem), sepconv + stem)
+        torch.testing.assert_close(skip.layers[4:](sepconv + stem), plain.layers[8:](sepconv + stem))
+        torch.testing.assert_close(torch.jit.script(skip)(x), skip(x))
+        assert (skip(x) - plain(x)).abs().max() > 1e-3
+        features = create_model("mnasnet_small", sepconv_skip=True, features_only=True)(x)
+    assert [f.shape[1] for f in features] == [8, 16, 16, 32, 1280]
+    with pytest.raises(ValueError, match=r"sepconv_skip=True needs .* a1 at width_mult=1.0 maps 32 -> 16 channels"):
+        create_model("mnasnet_a1_x1_0", sepconv_skip=True)
+    with pytest.raises(ValueError, match="sepconv_skip must be True or False, got 1"):
+        create_model("mnasnet_small", sepconv_skip=1)

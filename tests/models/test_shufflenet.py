@@ -52,8 +52,8 @@ def v1(variant: str) -> ShuffleNetV1:
 
 
 def v2(variant: str, torchvision_compat: bool = False) -> ShuffleNetV2:
-    width = float(re.fullmatch(r"shufflenet_v2_([\d.]+)x", variant).group(1))
-    return ShuffleNetV2(width_mult=width, torchvision_compat=torchvision_compat)
+    star, width = re.fullmatch(r"shufflenet_v2_(star_)?([\d.]+)x", variant).groups()
+    return ShuffleNetV2(width_mult=float(width), torchvision_compat=torchvision_compat, star=star is not None)
 
 
 @functools.cache
@@ -241,3 +241,22 @@ def test_bad_input_raises_value_error() -> None:
     for model in (ShuffleNetV1(groups=8, width_mult=0.5), ShuffleNetV2(0.5)):
         with pytest.raises(ValueError, match="16x16 is too small"):
             model(torch.randn(1, 3, 16, 16))
+
+
+def test_v2_star_adds_one_depthwise_conv_at_the_head_of_each_right_branch() -> None:
+    """ShuffleNet v2* (paper section 4): a stride-1 DW3x3 + BN before the first pointwise conv of every unit; the plain
+    net's modules keep their names and shapes (only branch2's indices shift by two)."""
+    plain, star = ShuffleNetV2(1.0), create_model("shufflenet_v2_star_x1_0")
+    units = [u for s in ("stage2", "stage3", "stage4") for u in getattr(star, s)]
+    assert len(units) == 16
+    for unit in units:
+        dw, bn, pw = unit.branch2[0], unit.branch2[1], unit.branch2[2]
+        assert dw.groups == dw.in_channels == dw.out_channels and dw.kernel_size == (3, 3) and dw.stride == (1, 1)
+        assert isinstance(bn, nn.BatchNorm2d) and pw.kernel_size == (1, 1)
+        assert len(unit.branch2) == 10
+    extra = {k for k in star.state_dict() if re.search(r"branch2\.[01]\.", k)}
+    assert {re.sub(r"branch2\.(\d+)", lambda m: f"branch2.{int(m.group(1)) + 2}", k) for k in plain.state_dict()} | (
+        extra
+    ) == set(star.state_dict())
+    assert model_card("shufflenet_v2_star_x0_5").paper_variant == "shufflenet_v2_star_0.5x"
+    assert "leaves open" in model_card("shufflenet_v2_star_x2_0").notes

@@ -35,7 +35,11 @@ def _fixed_batch(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (fp32/int8), TorchScript or torch.export, checked")
     p.add_argument("--model", required=True, help="registered model name (see `mobilezoo list`)")
-    p.add_argument("--weights", default=None, help="weights file (.safetensors/.pth) or 'torchvision'")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="weights file (.safetensors/.pth), 'torchvision', 'timm:<model>' or 'megvii:<file>'",
+    )
     p.add_argument("--format", choices=FORMATS, default="onnx")
     p.add_argument(
         "--out", required=True, help="output file (.onnx, .pt, .pt2; .xml for OpenVINO IR, its .bin beside it)"

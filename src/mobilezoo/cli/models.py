@@ -1,4 +1,5 @@
-"""``mobilezoo list``: the registered models with the papers' MAdds, params and top-1."""
+"""``mobilezoo list``: the registered models with the papers' MAdds, params and top-1, and the public checkpoints
+that load into each (``--json``: the model cards, each checkpoint's ``weights=`` string and preprocessing)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,19 @@ def run_list(args: argparse.Namespace) -> int:
             c.paper_madds_m,
             c.paper_params_m,
             c.paper_top1,
-            "yes" if c.pretrained else "",
+            checkpoint_summary(c.checkpoints),
         )
         for c in cards
     ]
-    columns = ["model", "family", "res", "paper MAdds (M)", "paper params (M)", "paper top-1 %", "torchvision ckpt"]
+    columns = ["model", "family", "res", "paper MAdds (M)", "paper params (M)", "paper top-1 %", "checkpoints"]
     print_table(rows, columns, title=f"{len(cards)} registered models")
     return 0
+
+
+def checkpoint_summary(checkpoints: tuple[dict, ...]) -> str:
+    """``"torchvision x2, timm x3, megvii"``: how many checkpoints of each source load (a file of one's own aside)."""
+    counts: dict[str, int] = {}
+    for c in checkpoints:
+        if not c.get("note", "").startswith("timm publishes no weights"):
+            counts[c["source"]] = counts.get(c["source"], 0) + 1
+    return ", ".join(f"{source} x{n}" if n > 1 else source for source, n in counts.items())

@@ -30,7 +30,7 @@ TRAIN_FLAGS: dict[str, tuple[type, str]] = {
     "workers": (int, "DataLoader worker processes (default 0)"),
     "device": (str, "auto, cpu, cuda"),
     "checkpoint-every": (int, "also checkpoint every N steps (default: each epoch only)"),
-    "weights": (str, "initial weights: a .safetensors/.pth file or 'torchvision' (fine-tuning)"),
+    "weights": (str, "initial weights: a .safetensors/.pth file, 'torchvision', 'timm:<model>' or 'megvii:<file>'"),
 }
 FIELD_OF = {"workers": "num_workers"}
 
@@ -57,7 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of trained weights")
     e.add_argument("--model", required=True)
-    e.add_argument("--weights", required=True, help="a .safetensors file written by mobilezoo train (or any weights)")
+    e.add_argument(
+        "--weights",
+        required=True,
+        help="a .safetensors file written by mobilezoo train (or any weights), 'torchvision', 'timm:<model>', "
+        "'megvii:<file>' (ImageNet checkpoints, with their own preprocessing)",
+    )
     e.add_argument("--data", default="builtin", help="'builtin' or a folder with train/ val/")
     e.add_argument("--split", default="val", choices=["train", "val"])
     e.add_argument("--batch-size", type=int, default=128)
@@ -186,7 +191,8 @@ def _train_with_progress(cfg: Any, resume: bool) -> Any:
 def run_eval(args: argparse.Namespace) -> int:
     from mobilezoo.train import evaluate_weights
 
-    out = args.out if args.out is not None else str(Path(args.weights).parent / "eval")
+    folder = Path(args.weights).parent if Path(args.weights).is_file() else Path(".")  # "timm:...": no folder
+    out = args.out if args.out is not None else str(folder / "eval")
     result = evaluate_weights(
         args.model,
         args.weights,

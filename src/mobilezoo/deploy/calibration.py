@@ -23,6 +23,7 @@ def image_batches(
     batch_size: int = 32,
     seed: int = 0,
     eval_crop_pct: float | None = None,
+    preprocessing: Any = None,
 ) -> DataLoader:
     """A DataLoader of ``(images, labels, skipped)`` batches: ``num_images`` class-balanced images of ``split``.
 
@@ -30,6 +31,8 @@ def image_batches(
     ``train/`` and ``val/`` sub-folders, or one ``<class>/<images>`` tree used for either split. Images are resized
     and center-cropped as training evaluates them: ``eval_crop_pct`` None is the whole frame for the digits and the
     usual 87.5% crop otherwise. Files are decoded by :func:`mobilezoo.data.load_image`, as training reads them.
+    ``preprocessing`` (a :class:`mobilezoo.weights.Preprocessing`: a public checkpoint's, e.g. ``model.preprocessing``)
+    replaces the normalisation, crop, interpolation and channel order with the checkpoint's (at ``resolution``).
     """
     from mobilezoo import data
 
@@ -41,7 +44,17 @@ def image_batches(
     if eval_crop_pct is None and builtin:
         eval_crop_pct = data.BUILTIN_EVAL_CROP_PCT
     crop = {} if eval_crop_pct is None else {"eval_crop_pct": eval_crop_pct}
-    transform = data.build_transforms(False, resolution, data.default_normalization(in_chans, builtin), **crop)
+    if preprocessing is not None:
+        transform = data.build_transforms(
+            False,
+            resolution,
+            data.Normalization(tuple(preprocessing.mean), tuple(preprocessing.std)),
+            eval_crop_pct=preprocessing.crop_pct if eval_crop_pct is None else eval_crop_pct,
+            interpolation=preprocessing.interpolation,
+            channel_order=preprocessing.channel_order,
+        )
+    else:
+        transform = data.build_transforms(False, resolution, data.default_normalization(in_chans, builtin), **crop)
     if builtin or (Path(source) / split).is_dir():
         dataset = data.load_split(source, split, transform, in_chans=in_chans)
     else:

@@ -73,8 +73,10 @@ def export_model(
     The int8 formats calibrate on ``calibration``: ``"builtin"``, an image folder, or ``"random"`` (noise, for smoke
     tests only); other formats refuse it. With real images they also report fp32 vs int8 top-1 on up to
     ``validation_images`` of the ``val`` split and how often the two agree. ``weights`` are loaded exactly (a
-    checkpoint for another class count or input channels is an error), except torchvision's ImageNet weights, whose
-    head and stem are adapted to ``num_classes`` and ``in_chans``.
+    checkpoint for another class count or input channels is an error), except the public ImageNet checkpoints
+    (``"torchvision"``, ``"timm:..."``, ``"megvii:..."``), whose head and stem are adapted to ``num_classes`` and
+    ``in_chans``; their preprocessing goes into the result's details, into an ONNX file's metadata
+    (:data:`PREPROCESSING_KEY`, JSON) and into the int8 calibration images.
     """
     from mobilezoo.registry import create_model
 
@@ -93,10 +95,41 @@ def export_model(
         raise ValueError(f"calibration images apply to the int8 formats {INT8_FORMATS}, not to {format!r}")
     if format in (*INT8_FORMATS, "openvino") and not dynamic_batch:
         raise ValueError(f"{format} files have a dynamic batch: a fixed batch is available for 'onnx' (fp32)")
-    # exact unless the weights are torchvision's (whose 1000-class head is replaced on purpose): exporting someone's
-    # checkpoint with a random classifier swapped in would be a silent error
-    adapt = isinstance(weights, str) and (weights == "torchvision" or weights.startswith("torchvision:"))
+    # exact unless the weights are a public ImageNet checkpoint (whose 1000-class head is replaced on purpose):
+    # exporting someone's checkpoint with a random classifier swapped in would be a silent error
+    from mobilezoo.weights import is_source_spec
+
+    tv = isinstance(weights, str) and (weights == "torchvision" or weights.startswith("torchvision:"))
+    adapt = tv or is_source_spec(weights)  # public ImageNet checkpoints: torchvision's, timm's, megvii's
     model = create_model(name, weights=weights, num_classes=num_classes, in_chans=in_chans, adapt_weights=adapt).eval()
+    pre = getattr(model, "preprocessing", None)  # a public checkpoint's: recorded in the result and the ONNX file
+    result = _export(model, name, out, format, resolution, opset, dynamic_batch, dynamic_hw, batch_size, calibration,
+                     calibration_images, validation_images, per_channel, exclude, in_chans, pre)  # fmt: skip
+    if pre is not None:
+        result.details["preprocessing"] = pre.to_dict()
+        if result.path.suffix == ".onnx":
+            set_onnx_preprocessing(result.path, pre.to_dict())
+    return result
+
+
+def _export(
+    model: torch.nn.Module,
+    name: str,
+    out: str | PathLike,
+    format: str,
+    resolution: int | tuple[int, int],
+    opset: int,
+    dynamic_batch: bool,
+    dynamic_hw: bool,
+    batch_size: int,
+    calibration: str | PathLike | None,
+    calibration_images: int,
+    validation_images: int,
+    per_channel: bool,
+    exclude: str | list[str] | None,
+    in_chans: int,
+    pre: Any,
+) -> ExportResult:
     if format == "onnx":
         r = export_onnx(
             model,
@@ -128,7 +161,7 @@ def export_model(
         batches: Any = random_batches(in_chans, hw, num_images=calibration_images)
     else:
         batches = image_batches(calibration, in_chans=in_chans, resolution=hw[0] if hw[0] == hw[1] else hw,
-                                num_images=calibration_images)  # fmt: skip
+                                num_images=calibration_images, preprocessing=pre)  # fmt: skip
     target = "openvino" if format == "openvino-int8" else "onnxruntime"
     with tempfile.TemporaryDirectory() as tmp:
         qdq = output_path(out, (".onnx",)) if target == "onnxruntime" else Path(tmp) / "model.int8.onnx"
@@ -142,9 +175,27 @@ def export_model(
             details.update(path=str(path), bin_path=str(bin_path), size_bytes=size, fp32_path=None)
         if str(calibration) != "random":
             val = image_batches(calibration, split="val", in_chans=in_chans, resolution=hw[0] if hw[0] == hw[1] else hw,
-                                num_images=validation_images)  # fmt: skip
+                                num_images=validation_images, preprocessing=pre)  # fmt: skip
             details["accuracy"] = compare_accuracy(q.fp32_path, path, val).to_dict()
     return ExportResult(name, format, path, size, None, details)
+
+
+PREPROCESSING_KEY = "mobilezoo.preprocessing"  # ONNX metadata: the checkpoint's preprocessing, as JSON
+
+
+def set_onnx_preprocessing(path: Path, preprocessing: dict[str, Any]) -> None:
+    """Store a public checkpoint's preprocessing (mean, std, crop, interpolation, channel order) in an ONNX file's
+    metadata under :data:`PREPROCESSING_KEY`, so whoever feeds the file knows what it expects."""
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    kept = [p for p in proto.metadata_props if p.key != PREPROCESSING_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=PREPROCESSING_KEY, value=json.dumps(preprocessing))
+    onnx.save(proto, str(path))
 
 
 def _check_other_size(model: torch.nn.Module, path: Path, how: str, hw: tuple[int, int], atol: float = 1e-5) -> float:

@@ -81,27 +81,43 @@ class UnshuffledShuffleNetV2(nn.Module):
         return self.fc(self.dropout(x.mean([2, 3])))  # PooledFcModel's head
 
 
+def _branch2_reads(unit: nn.Module, order: list[int]) -> None:
+    """Permute what a unit's right branch reads: its first pointwise conv's inputs, or for ShuffleNet v2* the extra
+    depthwise conv (with its BN) before it, whose channels move as a whole, and then that pointwise conv's inputs."""
+    if unit.branch2[0].groups > 1:  # v2*: DW3x3 + BN at the head of the branch
+        _permute_out(unit.branch2[0], unit.branch2[1], order)
+        _permute_in(unit.branch2[2], order)
+    else:
+        _permute_in(unit.branch2[0], order)
+
+
+def _branch2_out(unit: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The right branch's last pointwise conv and its BN (two modules later in v2*, after the extra DW + BN)."""
+    shift = 2 if unit.branch2[0].groups > 1 else 0
+    return unit.branch2[5 + shift], unit.branch2[6 + shift]
+
+
 def _plan_stage(units: list[nn.Module], in_order: list[int]) -> tuple[_Stage, list[int]]:
     """Permute one stage's weights in place; ``in_order[p]`` is the logical channel stored at physical channel p."""
     first, rest = units[0], list(units[1:])
     # the stride-2 unit reads the whole input: its dw conv (with BN) and the right branch's first conv follow it
     _permute_out(first.branch1[0], first.branch1[1], in_order)  # a depthwise conv: its channels move as a whole
     _permute_in(first.branch1[2], in_order)
-    _permute_in(first.branch2[0], in_order)
+    _branch2_reads(first, in_order)
 
     # simulate the stage on channel labels: which piece each logical channel lives in, and when it is consumed
-    producers = [(first.branch1[2], first.branch1[3]), (first.branch2[5], first.branch2[6])]
+    producers = [(first.branch1[2], first.branch1[3]), _branch2_out(first)]
     sizes = [producers[0][0].out_channels, producers[1][0].out_channels]
-    logical = _shuffle([(0, i) for i in range(sizes[0])] + [(1, i) for i in range(sizes[1])])
+    logical = _shuffle([(0, i) for i in range(sizes[0])] + [(1, i) for i in range(sizes[1])], first.shuffle_groups)
     consumed: dict[Token, tuple[int, int]] = {}  # token -> (unit, position in what that unit reads)
     for k, unit in enumerate(rest):
         keep, reads = logical[: unit.keep], logical[unit.keep :]
         for pos, token in enumerate(reads):
             consumed[token] = (k, pos)
         piece = len(sizes)
-        producers.append((unit.branch2[5], unit.branch2[6]))
+        producers.append(_branch2_out(unit))
         sizes.append(producers[-1][0].out_channels)
-        logical = _shuffle(keep + [(piece, i) for i in range(sizes[-1])])
+        logical = _shuffle(keep + [(piece, i) for i in range(sizes[-1])], unit.shuffle_groups)
     end = len(rest)
     for pos, token in enumerate(logical):
         consumed[token] = (end, pos)
@@ -127,7 +143,7 @@ def _plan_stage(units: list[nn.Module], in_order: list[int]) -> tuple[_Stage, li
     all_takes = []
     for k, unit in enumerate(rest):
         takes, positions = takes_for(k)
-        _permute_in(unit.branch2[0], positions)
+        _branch2_reads(unit, positions)
         all_takes.append(takes)
     out_takes, out_order = takes_for(end)
     return _Stage(first, [u.branch2 for u in rest], all_takes, out_takes), out_order

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from mobilezoo.layers import SqueezeExcite, init_weights, make_divisible
+from mobilezoo.layers import SqueezeExcite, init_weights, make_divisible, set_bn_eps
 from mobilezoo.models.base import (
     FeatureInfo,
     ZooModel,
@@ -88,7 +88,8 @@ MNASNET_B1 = MnasArch(
 )
 # TF mnasnet_small (paper Table 4's "MnasNet-search2"): stem 8, no dropout. TF declares the SepConv's input as 16 while
 # the stem gives 8; it decides the skip from the declared widths (16 != 8: none), timm from the actual ones (a skip).
-# The SepConv never skips here, as in TF; params and MAdds are the same either way.
+# The SepConv never skips here, as in TF (sepconv_skip=True adds timm's skip, for its weights); params and MAdds are the
+# same either way.
 MNASNET_SMALL = MnasArch(
     stem=8,
     sepconv=8,
@@ -154,12 +155,27 @@ class MnasBlock(nn.Module):
         return self.layers(x)
 
 
+class SepConvResidual(nn.Sequential):
+    """The SepConv's layers (depthwise + BN + ReLU, linear pointwise + BN) with the input added: timm's
+    ``mnasnet_small``, whose first block skips wherever its input and output widths are equal (8 -> 8), unlike TF's."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x
+        for layer in self:
+            out = layer(out)
+        return out + x
+
+
 class MnasNet(ZooModel):
     """MnasNet ``arch`` "a1", "b1" or "small" at depth multiplier ``width_mult``.
 
     ``bn`` picks the BatchNorm settings (:data:`BN_SETTINGS`): "paper" (TF's) or "torchvision" (what torchvision's
     checkpoints were trained with). ``se=False`` removes the SE modules (an ablation: A1 without SE is not a paper
-    model; the paper's no-SE model is B1). ``drop_rate`` defaults to the arch's (0.2; 0 for small).
+    model; the paper's no-SE model is B1). ``drop_rate`` defaults to the arch's (0.2; 0 for small). ``bn_eps`` (if
+    given) overrides the setting's BatchNorm epsilon: timm's checkpoints were trained with 1e-5, the momentum stays.
+    ``sepconv_skip=True`` adds the SepConv's input to its output (timm's ``mnasnet_small``; the SepConv's five layers
+    then form one :class:`SepConvResidual`, ``layers.3``, and the later indices shift by 4); it needs a SepConv as wide
+    as the stem (small's 8 -> 8), else a ValueError.
     """
 
     # torchvision's MNASNet is version 2 (stem scaled by alpha): a state_dict saved with version 1 metadata makes
@@ -175,6 +191,8 @@ class MnasNet(ZooModel):
         drop_rate: float | None = None,
         bn: str = "paper",
         se: bool = True,
+        bn_eps: float | None = None,
+        sepconv_skip: bool = False,
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
@@ -183,6 +201,8 @@ class MnasNet(ZooModel):
             raise ValueError(f"bn={bn!r} is not a BatchNorm setting; expected one of {sorted(BN_SETTINGS)}")
         if not isinstance(se, bool):
             raise ValueError(f"se must be True or False, got {se!r}")
+        if not isinstance(sepconv_skip, bool):
+            raise ValueError(f"sepconv_skip must be True or False, got {sepconv_skip!r}")
         spec = ARCHS[arch]
         drop_rate = spec.drop_rate if drop_rate is None else drop_rate
         check_width_mult(width_mult)
@@ -201,13 +221,20 @@ class MnasNet(ZooModel):
             nn.Conv2d(in_chans, stem, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(stem, **norm),
             nn.ReLU(inplace=True),
-            # SepConv (k3x3): depthwise + BN + ReLU, then a linear pointwise conv + BN; no skip
+            # SepConv (k3x3): depthwise + BN + ReLU, then a linear pointwise conv + BN; no skip (see sepconv_skip)
             nn.Conv2d(stem, stem, 3, padding=1, groups=stem, bias=False),
             nn.BatchNorm2d(stem, **norm),
             nn.ReLU(inplace=True),
             nn.Conv2d(stem, sep, 1, bias=False),
             nn.BatchNorm2d(sep, **norm),
         ]
+        if sepconv_skip:
+            if stem != sep:
+                raise ValueError(
+                    f"sepconv_skip=True needs the SepConv's input and output equally wide; {arch} at width_mult="
+                    f"{width_mult} maps {stem} -> {sep} channels"
+                )
+            layers = [*layers[:3], SepConvResidual(*layers[3:])]
         self.feature_info = []
         in_chs, reduction = sep, 2
         for row in spec.blocks:
@@ -229,6 +256,8 @@ class MnasNet(ZooModel):
         self.feature_info.append(FeatureInfo(spec.head, reduction, f"layers.{len(layers) - 1}"))
         self.layers = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(p=drop_rate), nn.Linear(spec.head, num_classes))
+        if bn_eps is not None:
+            set_bn_eps(self, bn_eps)
         init_weights(self)
 
     def trunk(self) -> list[tuple[str, nn.Module]]:
@@ -396,8 +425,8 @@ def mnasnet_b1_x1_3(**kwargs) -> MnasNet:
         "The paper's 'MnasNet-search2' (Table 4, searched for a 22 ms target: 2.0M / 68M / 66.0%), named mnasnet-small "
         "in the TF code (== timm mnasnet_small). Stem 8, SepConv 8, SE on the 32- and 88-channel stages, no dropout. "
         "Counted 2,030,264 params / 68.34M MAdds at 224: the paper's 2.0M / 68M. The SepConv has no skip, as in TF, "
-        "which decides it from the declared widths (16 -> 8); timm adds one (8 -> 8). 'search1' (Table 4, 1.9M / "
-        "65M) has no published architecture and is not registered."
+        "which decides it from the declared widths (16 -> 8); timm adds one (8 -> 8): sepconv_skip=True, which its "
+        "weights need. 'search1' (Table 4, 1.9M / 65M) has no published architecture and is not registered."
     ),
 )
 def mnasnet_small(**kwargs) -> MnasNet:

@@ -7,11 +7,20 @@ come from the tensorflow/models slim README (``V3_*_MINIMALISTIC``), not from th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import Tensor, nn
 
-from mobilezoo.layers import ConvNormAct, SqueezeExcite, get_act, init_weights, make_divisible
+from mobilezoo.layers import (
+    PADDINGS,
+    ConvNormAct,
+    SqueezeExcite,
+    get_act,
+    init_weights,
+    make_divisible,
+    set_bn_eps,
+    use_tf_padding,
+)
 from mobilezoo.models.base import (
     FeatureInfo,
     SequentialTrunkModel,
@@ -141,13 +150,28 @@ def _widths(arch: V3Arch, width_mult: float, width_rule: str) -> tuple[int, list
     return stem, blocks, last_conv, make_divisible(arch.head * head_mult, 8)
 
 
+def _reduce_tail(arch: V3Arch) -> V3Arch:
+    """The paper's detection variant (section 6.2, torchvision's ``reduced_tail``): from the last stride-2 bneck on,
+    the outputs halve, and so do the later expansions, the last conv and the head (the first one keeps its expansion)."""
+    first = max(i for i, row in enumerate(arch.bnecks) if row.stride == 2)
+    rows = [
+        row if i < first else replace(row, out=row.out // 2, exp=row.exp if i == first else row.exp // 2)
+        for i, row in enumerate(arch.bnecks)
+    ]
+    return V3Arch(bnecks=tuple(rows), last_conv=arch.last_conv // 2, head=arch.head // 2)
+
+
 class MobileNetV3(SequentialTrunkModel):
     """MobileNetV3 ``arch="large"`` or ``"small"``.
 
     ``width_rule`` picks how ``width_mult`` scales the expansions and the head (see :func:`_widths`); ``last_channel``
     overrides the head width (``1280`` on Small gives the pre-v5 paper's 2.9M-parameter model). ``minimal=True`` builds
     the TF README's minimalistic variant: no SE, ReLU everywhere (stem and tail included), all depthwise kernels 3x3.
-    ``drop_rate`` 0.2 is the paper's dropout (TF's keep_prob 0.8).
+    ``drop_rate`` 0.2 is the paper's dropout (TF's keep_prob 0.8). ``reduced_tail=True`` halves the last stage's
+    channels, the last conv and the head, as torchvision's ``reduced_tail`` (the paper's detection setting, section 6.2).
+    ``padding="tf"`` gives the strided convs TensorFlow's "SAME" padding (the extra pixel of an even side on the
+    bottom/right) and ``bn_eps`` overrides the BatchNorm epsilon (default TF's 1e-3; timm's own-trained
+    ``mobilenetv3_*`` use 1e-5): what the ported checkpoints need, ``tf_mobilenetv3_*`` and ``mobilenetv3_*``.
     """
 
     def __init__(
@@ -160,6 +184,9 @@ class MobileNetV3(SequentialTrunkModel):
         width_rule: str = "paper",
         last_channel: int | None = None,
         minimal: bool = False,
+        reduced_tail: bool = False,
+        padding: str = "symmetric",
+        bn_eps: float | None = None,
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
@@ -168,6 +195,8 @@ class MobileNetV3(SequentialTrunkModel):
             raise ValueError(f"width_rule must be one of {WIDTH_RULES}, got {width_rule!r}")
         if last_channel is not None and (not isinstance(last_channel, int) or last_channel < 1):
             raise ValueError(f"last_channel must be an integer >= 1 or None, got {last_channel!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         check_width_mult(width_mult)
         check_num_classes(num_classes)
         check_in_chans(in_chans)
@@ -176,7 +205,7 @@ class MobileNetV3(SequentialTrunkModel):
         self.width_mult = width_mult
         self.in_chans = in_chans
         self.num_classes = num_classes
-        spec = ARCHS[arch]
+        spec = _reduce_tail(ARCHS[arch]) if reduced_tail else ARCHS[arch]
         stem, widths, last_conv, head = _widths(spec, width_mult, width_rule)
         self.num_features = head if last_channel is None else last_channel
         hswish = "relu" if minimal else "hswish"
@@ -204,6 +233,10 @@ class MobileNetV3(SequentialTrunkModel):
             nn.Dropout(p=drop_rate),
             nn.Linear(self.num_features, num_classes),
         )
+        if padding == "tf":
+            use_tf_padding(self.features)
+        if bn_eps is not None:
+            set_bn_eps(self, bn_eps)
         init_weights(self)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

@@ -5,6 +5,13 @@ of the unit's output channels even in stride-2 units, the first 1x1 of stage 2 i
 and the classifier has no bias. Counted with the FC, g=3 1.0x is 1,864,728 params / 137.46M MAdds; the paper's
 Table 1 complexities (143/140/137/133/137M) are the counts without the FC layer (142.50/140.04/136.50/133.25/136.83M),
 while its Table 5 figures (292/524M for g=3 1.5x/2x) include it.
+
+``shuffle="megvii"`` builds the official code's channel order: its unit shuffles after the depthwise conv, viewing
+the channels as (C/g, g) where the paper (and ``channel_shuffle``) views them as (g, C/g), the inverse permutation.
+Here the shuffle stays before the depthwise conv, so the official checkpoints load with the depthwise conv's and its
+BN's channels permuted (``mobilezoo.weights``' megvii key map); a depthwise conv commutes with any channel order.
+The default order cannot take those checkpoints in general: for g=8 at 0.5x/1.0x/1.5x no permutation of the grouped
+convs' channels maps one order onto the other.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from mobilezoo.models.base import (
 from mobilezoo.registry import register_model
 
 GROUPS = (1, 2, 3, 4, 8)
+SHUFFLES = ("paper", "megvii")
 
 
 @dataclass(frozen=True)
@@ -124,16 +132,18 @@ def scaled_config(groups: int, width_mult: float) -> Config:
 
 class ShuffleV1Unit(nn.Module):
     """Fig. 2 (b)/(c): GConv1x1 -> shuffle -> DWConv3x3 (no ReLU) -> GConv1x1, added to (stride 1) or concatenated
-    with a 3x3 average-pooled shortcut (stride 2), then ReLU."""
+    with a 3x3 average-pooled shortcut (stride 2), then ReLU. ``shuffle="megvii"``: the inverse shuffle, (C/g, g)."""
 
-    def __init__(self, in_chs: int, out_chs: int, groups: int, stride: int, group_first: bool = True) -> None:
+    def __init__(
+        self, in_chs: int, out_chs: int, groups: int, stride: int, group_first: bool = True, shuffle: str = "paper"
+    ) -> None:
         super().__init__()
         self.stride = stride
         mid = out_chs // 4  # megvii: output_channel // 4, also in stride-2 units
         branch_out = out_chs - in_chs if stride == 2 else out_chs
         self.branch = nn.Sequential(
             ConvNormAct(in_chs, mid, 1, groups=groups if group_first else 1),
-            ChannelShuffle(groups) if groups > 1 else nn.Identity(),
+            ChannelShuffle(groups if shuffle == "paper" else mid // groups) if groups > 1 else nn.Identity(),
             ConvNormAct(mid, mid, 3, stride=stride, groups=mid, act=None),
             ConvNormAct(mid, branch_out, 1, groups=groups, act=None),
         )
@@ -156,9 +166,13 @@ class ShuffleNetV1(PooledFcModel):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
+        shuffle: str = "paper",
     ) -> None:
+        """``shuffle="megvii"``: the official code's channel order (see the module docstring)."""
         super().__init__()
         config = shufflenet_v1_config(groups, width_mult)
+        if shuffle not in SHUFFLES:
+            raise ValueError(f"shuffle must be one of {SHUFFLES}, got {shuffle!r}")
         check_num_classes(num_classes)
         check_in_chans(in_chans)
         check_drop_rate(drop_rate)
@@ -167,6 +181,7 @@ class ShuffleNetV1(PooledFcModel):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
+        self.shuffle = shuffle
         self.conv1 = ConvNormAct(in_chans, config.conv1, 3, stride=2)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.feature_info = [
@@ -182,6 +197,7 @@ class ShuffleNetV1(PooledFcModel):
                     groups,
                     stride=2 if u == 0 else 1,
                     group_first=not (i == 0 and u == 0),  # stage 2's first 1x1 sees only conv1's channels
+                    shuffle=shuffle,
                 )
                 for u in range(stage.units)
             ]

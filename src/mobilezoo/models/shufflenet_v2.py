@@ -5,6 +5,20 @@ stage 2 the left branch keeps conv1's 24 channels and the right branch gives ``o
 FC has no bias, and 2.0x has dropout 0.2 before the FC. ``torchvision_compat=True`` builds torchvision's variant (both
 branches ``out / 2``, FC with bias). Module names equal torchvision's ``shufflenet_v2_x*`` in both variants, so
 torchvision's checkpoints load with ``strict=True`` into the compatible one.
+
+ShuffleNet v2* (paper section 4, "Object Detection", Table 7): ``star=True`` adds "an additional 3x3 depthwise
+convolution before the first pointwise convolution in each building block" to enlarge the receptive field (3 -> 5 per
+block). Only the right branch begins with a pointwise conv (the stride-2 unit's left branch already begins with a
+depthwise conv), so the extra DW3x3 + BN (no ReLU, like the net's other depthwise convs) heads ``branch2`` of every
+unit; its indices shift by two, the other modules keep their names.
+
+``shuffle="megvii"`` gives the official code's channel order. Its stride-1 unit begins by sending the even channels
+past the branch and the odd ones into it, and no unit shuffles after its concat; that equals ending every unit with
+the inverse shuffle (the channels viewed as (C/2, 2): evens first, then odds) instead of this module's (2, C/2)
+interleave, with the permutations left at each stage's end folded into the next convs (the megvii key map in
+``mobilezoo.weights`` does that). The default order cannot take the official 1.0x-2.0x checkpoints: with stage 2's
+first unit giving 24 + (out - 24) channels, the interleave passes all 24 left-branch channels past the next unit,
+where the official net passes 12 of them, and no permutation of the weights makes up for it (0.5x, 24 + 24, can).
 """
 
 from __future__ import annotations
@@ -42,6 +56,8 @@ class Width:
     conv5: int
 
 
+SHUFFLES = ("paper", "megvii")
+
 # Paper Table 5 (textbook Table 5-12): conv1 3x3 s2 24 ch + maxpool 3x3 s2, stages, conv5 1x1, pool, FC 1000.
 CONV1_CHANNELS = 24
 SHUFFLENET_V2 = (
@@ -62,13 +78,15 @@ class InvertedResidual(nn.Module):
     Fig. 3 (d) stride 2: no split; left branch dw3x3 s2 -> 1x1, right branch as above with the dw at stride 2.
 
     ``branch1``/``branch2`` are flat Sequentials with torchvision's indices. A stride-2 unit maps ``in_chs`` to
-    ``left_chs`` (left) + ``out_chs - left_chs`` (right, through ``mid_chs``).
+    ``left_chs`` (left) + ``out_chs - left_chs`` (right, through ``mid_chs``). ``star=True`` (ShuffleNet v2*) puts a
+    stride-1 DW3x3 + BN at the head of ``branch2``, the branch that begins with a pointwise conv.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, mid_chs: int, left_chs: int) -> None:
+    def __init__(self, in_chs: int, out_chs: int, stride: int, mid_chs: int, left_chs: int, star: bool = False) -> None:
         super().__init__()
         self.stride = stride
         self.keep = in_chs // 2 if stride == 1 else 0
+        self.shuffle_groups = 2  # ShuffleNetV2(shuffle="megvii") sets out_chs // 2: the inverse shuffle
         if stride == 1:
             # the left half passes through unchanged
             right_in, right_out = in_chs - self.keep, out_chs - self.keep
@@ -82,7 +100,11 @@ class InvertedResidual(nn.Module):
                 nn.BatchNorm2d(left_chs),
                 nn.ReLU(inplace=True),
             )
+        extra: list[nn.Module] = []
+        if star:
+            extra = [nn.Conv2d(right_in, right_in, 3, 1, 1, groups=right_in, bias=False), nn.BatchNorm2d(right_in)]
         self.branch2 = nn.Sequential(
+            *extra,
             nn.Conv2d(right_in, mid_chs, 1, bias=False),
             nn.BatchNorm2d(mid_chs),
             nn.ReLU(inplace=True),
@@ -100,7 +122,7 @@ class InvertedResidual(nn.Module):
             out = torch.cat((x[:, : self.keep], self.branch2(x[:, self.keep :])), dim=1)
         else:
             out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return channel_shuffle(out, 2)
+        return channel_shuffle(out, self.shuffle_groups)
 
 
 class ShuffleNetV2(PooledFcModel):
@@ -111,11 +133,16 @@ class ShuffleNetV2(PooledFcModel):
         in_chans: int = 3,
         drop_rate: float | None = None,
         torchvision_compat: bool = False,
+        star: bool = False,
+        shuffle: str = "paper",
     ) -> None:
-        """``drop_rate`` None means the official choice: 0.2 at 2.0x (megvii), else 0 (and 0 for torchvision's)."""
+        """``drop_rate`` None means the official choice: 0.2 at 2.0x (megvii), else 0 (and 0 for torchvision's).
+        ``star=True`` builds ShuffleNet v2* (the extra depthwise conv per unit, see the module docstring)."""
         super().__init__()
         if width_mult not in WIDTHS:
             raise ValueError(f"width_mult={width_mult!r} is not a ShuffleNet V2 width; expected one of {list(WIDTHS)}")
+        if shuffle not in SHUFFLES:
+            raise ValueError(f"shuffle must be one of {SHUFFLES}, got {shuffle!r}")
         if drop_rate is None:
             drop_rate = 0.2 if width_mult == 2.0 and not torchvision_compat else 0.0
         check_num_classes(num_classes)
@@ -123,6 +150,8 @@ class ShuffleNetV2(PooledFcModel):
         check_drop_rate(drop_rate)
         self.width_mult = width_mult
         self.torchvision_compat = torchvision_compat
+        self.star = star
+        self.shuffle = shuffle
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
@@ -135,8 +164,13 @@ class ShuffleNetV2(PooledFcModel):
             # official: the left branch keeps the input width (24 -> 24 in stage 2); torchvision: out / 2 per branch.
             # From stage 3 on both coincide (in = out / 2).
             left = out_chs // 2 if torchvision_compat else in_chs
-            units = [InvertedResidual(in_chs, out_chs, 2, out_chs // 2, left)]
-            units += [InvertedResidual(out_chs, out_chs, 1, out_chs // 2, out_chs // 2) for _ in range(stage.units - 1)]
+            units = [InvertedResidual(in_chs, out_chs, 2, out_chs // 2, left, star)]
+            units += [
+                InvertedResidual(out_chs, out_chs, 1, out_chs // 2, out_chs // 2, star) for _ in range(stage.units - 1)
+            ]
+            if shuffle == "megvii":
+                for unit in units:
+                    unit.shuffle_groups = out_chs // 2
             setattr(self, stage.name, nn.Sequential(*units))
             in_chs, reduction = out_chs, reduction * 2
             if stage.name != "stage4":
@@ -214,3 +248,43 @@ def shufflenet_v2_x1_5(**kwargs) -> ShuffleNetV2:
 )
 def shufflenet_v2_x2_0(**kwargs) -> ShuffleNetV2:
     return ShuffleNetV2(**{"width_mult": 2.0, **kwargs})
+
+
+_STAR_TABLE = "Section 4 (Object Detection) + Table 7 (ShuffleNet v2*); widths of Table 5"
+_STAR_NOTE = (
+    "ShuffleNet v2*: the paper adds 'an additional 3x3 depthwise convolution before the first pointwise convolution "
+    "in each building block' and gives only detection results (Table 7: COCO mmAP, GPU speed at 800x1200), no "
+    "ImageNet accuracy, FLOPs or weights. What it leaves open, read literally here: the extra conv is a stride-1 "
+    "DW3x3 + BN without ReLU (as the net's other depthwise convs) at the head of the right branch of every unit; "
+    "the stride-2 unit's left branch begins with a depthwise conv already and gets none; conv1, the stages' widths "
+    "and conv5 are those of shufflenet_v2_{w}; the official megvii layout (torchvision_compat=False). No reference "
+    "implementation exists: counts are this architecture's."
+)
+
+
+@register_model(
+    family="ShuffleNetV2", table=_STAR_TABLE, paper_variant="shufflenet_v2_star_0.5x", notes=_STAR_NOTE.format(w="x0_5")
+)
+def shufflenet_v2_star_x0_5(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(**{"width_mult": 0.5, "star": True, **kwargs})
+
+
+@register_model(
+    family="ShuffleNetV2", table=_STAR_TABLE, paper_variant="shufflenet_v2_star_1.0x", notes=_STAR_NOTE.format(w="x1_0")
+)
+def shufflenet_v2_star_x1_0(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(**{"width_mult": 1.0, "star": True, **kwargs})
+
+
+@register_model(
+    family="ShuffleNetV2", table=_STAR_TABLE, paper_variant="shufflenet_v2_star_1.5x", notes=_STAR_NOTE.format(w="x1_5")
+)
+def shufflenet_v2_star_x1_5(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(**{"width_mult": 1.5, "star": True, **kwargs})
+
+
+@register_model(
+    family="ShuffleNetV2", table=_STAR_TABLE, paper_variant="shufflenet_v2_star_2.0x", notes=_STAR_NOTE.format(w="x2_0")
+)
+def shufflenet_v2_star_x2_0(**kwargs) -> ShuffleNetV2:
+    return ShuffleNetV2(**{"width_mult": 2.0, "star": True, **kwargs})

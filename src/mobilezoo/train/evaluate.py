@@ -178,13 +178,16 @@ def save_confusion_png(result: EvalResult, path: str | PathLike, title: str = ""
 
 @dataclass(frozen=True)
 class InferenceSpec:
-    """What a trained model expects: its classes, input channels and size, normalisation and eval crop."""
+    """What a trained model expects: its classes, input channels and size, normalisation and eval crop, the resize's
+    interpolation and the channel order (``"BGR"``: megvii's ShuffleNets)."""
 
     classes: list[str]
     in_chans: int
     img_size: int
     eval_crop_pct: float
     norm: Normalization
+    interpolation: str = "bilinear"
+    channel_order: str = "RGB"
 
     def to_metadata(self) -> dict[str, str]:
         return {
@@ -194,6 +197,8 @@ class InferenceSpec:
             "eval_crop_pct": str(self.eval_crop_pct),
             "mean": json.dumps(list(self.norm.mean)),
             "std": json.dumps(list(self.norm.std)),
+            "interpolation": self.interpolation,
+            "channel_order": self.channel_order,
         }
 
     @classmethod
@@ -205,6 +210,8 @@ class InferenceSpec:
                 img_size=int(meta["img_size"]),
                 eval_crop_pct=float(meta["eval_crop_pct"]),
                 norm=Normalization(tuple(json.loads(meta["mean"])), tuple(json.loads(meta["std"]))),
+                interpolation=meta.get("interpolation", "bilinear"),
+                channel_order=meta.get("channel_order", "RGB"),
             )
         except (KeyError, ValueError, TypeError):
             return None
@@ -223,6 +230,45 @@ def read_spec(weights: str | PathLike) -> InferenceSpec | None:
     except Exception as e:  # safetensors raises its own error types for a damaged header
         raise ValueError(f"{str(path)!r} is not a readable safetensors file: {e}") from None
     return InferenceSpec.from_metadata(meta)
+
+
+def pretrained_spec(model: str, weights: Any, classes: Sequence[str] | None = None) -> InferenceSpec | None:
+    """The InferenceSpec of a public checkpoint (``"torchvision"``, ``"timm:..."``, ``"megvii:..."``): its
+    preprocessing (:func:`mobilezoo.weights.preprocessing_for`) and class names (``classes``, else ImageNet's for a
+    1000-class checkpoint); None for other weights. Raises ValueError for a checkpoint of another class count without
+    ``classes``."""
+    from mobilezoo.weights import imagenet_classes, preprocessing_for
+
+    pre = preprocessing_for(model, weights)
+    if pre is None:
+        return None
+    if classes is None and pre.num_classes != 1000:
+        raise ValueError(f"{weights!r} has {pre.num_classes} classes and no class names here: pass classes=...")
+    return _spec_from(pre, list(classes) if classes is not None else list(imagenet_classes()))
+
+
+def _spec_from(pre: Any, classes: list[str]) -> InferenceSpec:
+    """An InferenceSpec from a :class:`mobilezoo.weights.Preprocessing` and class names."""
+    return InferenceSpec(
+        classes,
+        len(pre.mean),
+        pre.input_size,
+        pre.crop_pct,
+        Normalization(pre.mean, pre.std),
+        pre.interpolation,
+        pre.channel_order,
+    )
+
+
+def _transforms(spec: InferenceSpec, size: int | None = None) -> Any:
+    return build_transforms(
+        False,
+        size or spec.img_size,
+        spec.norm,
+        eval_crop_pct=spec.eval_crop_pct,
+        interpolation=spec.interpolation,
+        channel_order=spec.channel_order,
+    )
 
 
 def _model_for(model_name: str, weights: str | PathLike, spec: InferenceSpec) -> nn.Module:
@@ -251,14 +297,23 @@ def evaluate_weights(
     """Evaluate a trained ``model`` on ``data``'s ``split``; with ``out``, write ``confusion.png`` and ``eval.json`` there.
 
     Class names, input size and normalisation come from the weights' metadata (written by :func:`mobilezoo.train`);
-    for other weights, the data set's classes and defaults (224 px, or 64 for the built-in digits) are used.
+    a public checkpoint (``"torchvision"``, ``"timm:..."``, ``"megvii:..."``) brings its own preprocessing and takes
+    the data set's classes, which must be as many as its own (ImageNet's 1000, in the folders' sorted order); for
+    other weights, the data set's classes and defaults (224 px, or 64 for the built-in digits) are used.
     """
-    spec = read_spec(weights)
+    from mobilezoo.weights import preprocessing_for
+
+    pre = preprocessing_for(model, weights)
+    spec = read_spec(weights) if pre is None else None
     builtin = str(data) == BUILTIN
-    in_chans = spec.in_chans if spec else (1 if builtin else 3)
+    in_chans = len(pre.mean) if pre is not None else spec.in_chans if spec else (1 if builtin else 3)
     probe = load_split(data, split, None, in_chans)
     classes = list(probe.classes)  # type: ignore[attr-defined]
-    if spec is None:
+    if pre is not None:
+        if len(classes) != pre.num_classes:
+            raise ValueError(f"{weights!r} has {pre.num_classes} classes, but {str(data)!r} has {len(classes)}")
+        spec = _spec_from(pre, classes)
+    elif spec is None:
         spec = InferenceSpec(
             classes,
             in_chans,
@@ -268,8 +323,7 @@ def evaluate_weights(
         )
     elif spec.classes != classes:
         raise ValueError(f"the weights were trained on classes {spec.classes}, but {str(data)!r} has {classes}")
-    size = img_size or spec.img_size
-    tf = build_transforms(False, size, spec.norm, eval_crop_pct=spec.eval_crop_pct)
+    tf = _transforms(spec, img_size)
     ds = load_split(data, split, tf, in_chans)
     if subset is not None:
         ds = Subset(ds, subset_indices(ds.targets, subset, 0))  # type: ignore[attr-defined]
@@ -317,13 +371,15 @@ def predict(
     """Top-``topk`` classes with probabilities for each image file; class names from the weights' metadata.
 
     Images are decoded by :func:`mobilezoo.data.load_image`, as training read them. An image that cannot be decoded
-    raises a ValueError naming it (before any prediction is made).
+    raises a ValueError naming it (before any prediction is made). A public checkpoint (``"torchvision"``,
+    ``"timm:..."``, ``"megvii:..."``) is applied with its own preprocessing (resize, crop, interpolation, mean/std,
+    channel order: megvii's BGR 0-255) and ImageNet's class names.
     """
     if not images:
         raise ValueError("predict needs at least one image path")
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
-    spec = read_spec(weights)
+    spec = pretrained_spec(model, weights, classes) or read_spec(weights)
     if spec is None:
         if classes is None:
             raise ValueError(
@@ -331,7 +387,7 @@ def predict(
             )
         spec = InferenceSpec(list(classes), 3, 224, 0.875, default_normalization(3, False))
     mode = image_mode(spec.in_chans)
-    tf = build_transforms(False, spec.img_size, spec.norm, eval_crop_pct=spec.eval_crop_pct)
+    tf = _transforms(spec)
     batch = []
     for path in images:
         if not Path(path).is_file():
