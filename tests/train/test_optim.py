@@ -75,3 +75,5 @@ def test_schedules():
     assert lr_factor(15, 10, e) == pytest.approx(0.5**0.75)
     lin = cfg(epochs=4, sched="linear", warmup_epochs=0)
     assert lr_factor(30, 10, lin) == pytest.approx(0.25)
+    sq = cfg(epochs=4, sched="sqrt", warmup_epochs=0)  # Caffe's poly, power 0.5 (SqueezeNet's solver)
+    assert [lr_factor(i, 10, sq) for i in (0, 30, 40)] == pytest.approx([1.0, 0.5, 0.0])

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mobilezoo.layers import init_weights
 from mobilezoo.models.base import (
     FeatureInfo,
     SequentialTrunkModel,
@@ -194,7 +193,15 @@ class SqueezeNet(SequentialTrunkModel):
             nn.ReLU(inplace=True),  # before the pooling, as in Caffe: the official weights expect it
             nn.AdaptiveAvgPool2d(1),
         )
-        init_weights(self)
+        # torchvision's SqueezeNet init (kaiming-uniform, fan_in; conv10 N(0, 0.01) below). The MobileNets' kaiming
+        # fan_out init made the 1x1 squeeze convs (fan_out 16-64 against fan_in 128-512) amplify every fire module,
+        # and with no BN to rescale them the first steps drove conv10's pre-ReLU outputs negative: every logit
+        # stayed 0 (the loss sat at ln 10 on the built-in digits). The release's Caffe "xavier" (variance 1 / fan_in)
+        # vanishes instead through the ReLUs: the loss sat at ln 10 too.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
         self.classifier[1] = _conv10(in_chs, num_classes)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

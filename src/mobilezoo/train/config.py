@@ -19,7 +19,7 @@ from mobilezoo.data import AUTO_AUGMENT, BUILTIN
 from mobilezoo.train.recipes import DATA_DEFAULTS, Recipe, get_recipe, recipe_names
 
 OPTIMIZERS = ("sgd", "rmsprop_tf", "adamw")
-SCHEDULES = ("cosine", "step", "exponential", "linear", "constant")
+SCHEDULES = ("cosine", "step", "exponential", "linear", "sqrt", "constant")
 
 
 @dataclass

@@ -126,6 +126,7 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     """The multiplier of ``cfg.lr`` at optimizer step ``step`` (schedules advance per step, not per epoch).
 
     Linear warm-up over ``warmup_epochs``, then over the remaining epochs: ``cosine`` to 0, ``linear`` to 0 (ShuffleNet),
+    ``sqrt`` to 0 as (1 - t) ** 0.5 (Caffe's ``poly`` with power 0.5: SqueezeNet's solver),
     ``step`` (x``decay_rate`` every ``decay_epochs``, staircase: TF's ``exponential_decay(staircase=True)``, e.g.
     MobileNetV2's 0.98 per epoch), ``exponential`` (the same, smooth) or ``constant``.
     """
@@ -139,6 +140,8 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
         return 0.5 * (1 + math.cos(math.pi * t))
     if cfg.sched == "linear":
         return 1.0 - t
+    if cfg.sched == "sqrt":
+        return (1.0 - t) ** 0.5
     if cfg.sched == "step":
         return cfg.decay_rate ** math.floor(since / cfg.decay_epochs + 1e-9)
     if cfg.sched == "exponential":
