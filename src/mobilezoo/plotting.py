@@ -10,8 +10,9 @@ if TYPE_CHECKING:
     from matplotlib.axis import Axis
     from matplotlib.figure import Figure
 
+# one tab20 colour per family (twelve families: tab10 would give two of them the same colour)
 FAMILY_ORDER = ("MobileNetV1", "MobileNetV2", "MobileNetV3", "ShuffleNetV1", "ShuffleNetV2", "Reference", "SqueezeNet",
-                "NASNet", "MnasNet")  # fmt: skip
+                "NASNet", "MnasNet", "GhostNet", "EfficientNet", "MobileNetV4")  # fmt: skip
 DPI = 110
 
 
@@ -40,7 +41,7 @@ def colour(family: str) -> str:
     from matplotlib import colormaps
 
     i = FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
-    return colormaps["tab10"](i % 10)
+    return colormaps["tab20"](i % 20)
 
 
 def plain_log(axis: Axis) -> None:
