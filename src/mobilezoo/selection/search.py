@@ -15,8 +15,9 @@ Each candidate is measured on every backend the first time its family is measure
 within :data:`SCREEN` x of that family's fastest (a backend 1.5x slower on one MobileNet V2 is not timed on the next).
 After the pick, the search goes on only for the families that have no fitting candidate yet, to give the runner-up per
 family. A measurement within :data:`MARGIN` of the budget (or noisy) is measured again; if it stays that close, the
-decision is marked unstable and said so. Measurements are cached per machine, versions, batch size and threads
-(:mod:`mobilezoo.policies`), so asking again with another budget measures only what is new.
+decision is marked unstable and said so. Measurements (noisy ones flagged, and backends that failed) are cached per
+machine, versions, batch size and threads (:mod:`mobilezoo.policies`), so asking again, with the same or another
+budget, measures only what is new; ``use_cache=False`` (``--fresh``) measures again.
 """
 
 from __future__ import annotations
@@ -312,7 +313,7 @@ def select(
             for b in missing:
                 m = new.get(b) or Measurement(b, precision(b), error="not measured")
                 got[b] = m
-                if m.error is None and not m.noisy:  # only figures the machine's load did not disturb
+                if b in new:  # noisy figures too, flagged (a pick from one is marked unstable), and failures
                     store(CACHE_SECTION, _cache_item(c, b, batch, threads), m.to_dict())
             fresh_keys.add(c.key)
         else:
