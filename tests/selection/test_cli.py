@@ -58,7 +58,7 @@ def test_cli_bad_input(capsys) -> None:
     assert "unknown family ['MobileNetV9']" in capsys.readouterr().err
 
 
-def test_int8_pick_export_and_agreement(fake_timer) -> None:
+def test_int8_pick_export_and_agreement(fake_timer, tmp_path) -> None:
     from mobilezoo.selection import candidates, select
 
     def fake(c, backends, batch_size, threads):
@@ -74,5 +74,9 @@ def test_int8_pick_export_and_agreement(fake_timer) -> None:
     assert agreement["images"] == 256 and 0 <= agreement["agreement"] <= 100 and agreement["weights"] == "random"
     with pytest.raises(ValueError, match="is not an int8 choice"):
         int8_agreement(s.measured[0].__class__(**{**s.pick.__dict__, "backend": "onnxruntime"}))
+    with pytest.raises(ValueError, match=r"mobilenet_v1_x0_25@224 on onnxruntime-int8 is int8: its export needs calib"):
+        export_choice(s.pick, "/tmp/never")
+    exported = export_choice(s.pick, tmp_path / "q", calibration="random")
+    assert exported.format == "onnx-int8" and exported.path.is_file()
     with pytest.raises(ValueError, match="backend 'tflite' has no export format"):
         export_choice(s.pick.__class__(**{**s.pick.__dict__, "backend": "tflite"}), "/tmp/never")

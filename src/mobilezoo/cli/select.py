@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-runners-up", action="store_true", help="stop at the pick (measures fewer candidates)")
     p.add_argument("--png", default=None, help="write the Pareto chart (top-1 against measured latency) here")
     p.add_argument("--export", default=None, metavar="DIR", help="write the pick's deployable file into DIR")
+    p.add_argument("--calib", default=None, metavar="DIR", help="calibration images for an int8 pick's --export")
     p.add_argument("--json", action="store_true", help="print the selection as JSON")
     p.set_defaults(func=run_select)
 
@@ -44,7 +45,9 @@ def run_select(args: argparse.Namespace) -> int:
     with console.status("measuring candidates") as status:
         s = select(budget, candidates_=pool, backends=args.backend, int8=args.int8, use_cache=not args.fresh,
                    runners_up=not args.no_runners_up, progress=lambda m: status.update(m))  # fmt: skip
-    exported = export_choice(s.pick, args.export) if args.export and s.pick is not None else None
+    exported = None
+    if args.export and s.pick is not None:
+        exported = export_choice(s.pick, args.export, calibration=args.calib)
     png = s.plot(args.png) if args.png and s.measured else None
     if args.json:
         print_json(

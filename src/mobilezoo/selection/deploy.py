@@ -34,12 +34,19 @@ SUFFIX = {
 }
 
 
-def export_choice(choice: Choice, out_dir: str | PathLike, *, weights: str | PathLike | None = None) -> Any:
+def export_choice(
+    choice: Choice,
+    out_dir: str | PathLike,
+    *,
+    weights: str | PathLike | None = None,
+    calibration: str | PathLike | None = None,
+) -> Any:
     """Write ``choice``'s model at its resolution as its backend's deployable file in ``out_dir`` (created).
 
     ``weights``: as for :func:`mobilezoo.deploy.export_model` (default: random weights, an architecture to deploy and
-    time, not to predict with). int8 formats calibrate on the built-in images. Returns the
-    :class:`~mobilezoo.deploy.export.ExportResult`. Raises ValueError for a backend with no export format.
+    time, not to predict with). An int8 choice calibrates on ``calibration`` (an image folder, or ``"random"`` for a
+    smoke test). Returns the :class:`~mobilezoo.deploy.export.ExportResult`. Raises ValueError for a backend with no
+    export format, or an int8 choice without calibration images.
     """
     from mobilezoo.deploy.export import export_model
 
@@ -50,9 +57,13 @@ def export_choice(choice: Choice, out_dir: str | PathLike, *, weights: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     c = choice.candidate
     path = out / f"{c.model}_{c.resolution}{SUFFIX[fmt]}"
-    int8 = fmt.endswith("int8")
+    if fmt.endswith("int8") and calibration is None:
+        raise ValueError(
+            f"{c.key} on {choice.backend} is int8: its export needs calibration images (an image folder of the "
+            "images it will see: --calib DIR), or 'random' for a smoke test"
+        )
     return export_model(c.model, path, format=fmt, weights=weights, resolution=c.resolution,
-                        calibration="builtin" if int8 else None)  # fmt: skip
+                        calibration=calibration if fmt.endswith("int8") else None)  # fmt: skip
 
 
 def int8_agreement(choice: Choice, images: int = 256) -> dict[str, Any]:
