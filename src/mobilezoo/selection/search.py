@@ -391,8 +391,8 @@ def select(
         )
         if not pick.stable:
             notes.append(
-                f"unstable: {pick.candidate.key} stayed within {MARGIN:.0%} of the budget after being measured again; "
-                "on a quieter machine the pick may differ"
+                f"unstable: {pick.candidate.key}'s figure stayed within {MARGIN:.0%} of the budget, or noisy, after being "
+                "measured again; on a quieter machine the pick may differ"
             )
     others = {f: ch for f, ch in best_of.items() if pick is None or f != pick.candidate.family}
     return Selection(budget, names, pick, others, list(measured.values()), skipped, len(cands), len(fresh_keys),
