@@ -225,11 +225,11 @@ def test_avgpool_as_conv_is_exact_or_leaves_the_pool(attrs: dict, rewritten: int
 
 # ------------------------------------------------------------------------- the chapter's newer nets, at an odd size
 
-# one model per architecture the timeline added (widths and the Lite compound scaling share a code path; MobileNetV4
-# Conv-M/L add the fused IB stem that Conv-S lacks)
+# one model per architecture the timeline added (widths and the Lite compound scaling share a code path), except those
+# whose own model tests run this check: nasnet_a_mobile, ghostnet_x0_5, efficientnet_lite0, mobilenet_v4_conv_small.
+# EfficientNet-B0 adds SE and swish to Lite0's path, MobileNetV4 Conv-M the fused IB stem that Conv-S lacks
 TIMELINE_NETS = ["squeezenet1_0", "squeezenet1_1", "squeezenet1_0_simple_bypass", "mnasnet_a1_x0_35",
-                 "mnasnet_b1_x0_5", "mnasnet_small", "nasnet_a_mobile", "ghostnet_x0_5", "efficientnet_lite0",
-                 "efficientnet_b0", "mobilenet_v4_conv_small", "mobilenet_v4_conv_medium"]  # fmt: skip
+                 "mnasnet_b1_x0_5", "mnasnet_small", "efficientnet_b0", "mobilenet_v4_conv_medium"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", TIMELINE_NETS)
