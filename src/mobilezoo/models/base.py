@@ -103,6 +103,28 @@ class PooledClassifierModel(SequentialTrunkModel):
         self.classifier[1] = new_classifier(self.num_features, num_classes)
 
 
+class PooledHeadModel(SequentialTrunkModel):
+    """The MobileNetV3 / GhostNet layout: the ``self.features`` trunk, global average pooling, and
+    ``self.classifier = Sequential(Linear (the head, e.g. 1280), activation, Dropout, Linear)``; pre-logits are the
+    head's activated output. Subclasses build those and set ``num_features`` to the head's width."""
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+        x = self.classifier[1](self.classifier[0](x))
+        if pre_logits:
+            return x
+        return self.classifier[3](self.classifier[2](x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[3]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh classifier for ``num_classes``; 0 removes it (Identity: the model returns its pre-logits)."""
+        check_num_classes(num_classes, allow_zero=True)
+        self.num_classes = num_classes
+        self.classifier[3] = new_classifier(self.num_features, num_classes)
+
+
 class PooledFcModel(ZooModel):
     """The ShuffleNet / GoogLeNet head: global average pooling, ``self.dropout``, then ``self.fc`` (an nn.Linear whose
     bias, present or not, is kept by ``reset_classifier``)."""

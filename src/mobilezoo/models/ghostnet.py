@@ -21,12 +21,11 @@ from torch import Tensor, nn
 from mobilezoo.layers import ConvNormAct, SqueezeExcite, init_weights, make_divisible
 from mobilezoo.models.base import (
     FeatureInfo,
-    SequentialTrunkModel,
+    PooledHeadModel,
     check_drop_rate,
     check_in_chans,
     check_num_classes,
     check_width_mult,
-    new_classifier,
 )
 from mobilezoo.registry import register_model
 
@@ -139,7 +138,7 @@ class GhostBottleneck(nn.Module):
         return self.ghost2(self.se(self.conv_dw(self.ghost1(x)))) + self.shortcut(x)
 
 
-class GhostNet(SequentialTrunkModel):
+class GhostNet(PooledHeadModel):
     """GhostNet at width multiplier ``width_mult`` (the paper's 0.5x / 1.0x / 1.3x; any width > 0 builds).
 
     ``features``: the stem (conv 3x3 s2, BN, ReLU), the 16 Ghost bottlenecks of :data:`GHOSTNET`, the 1x1 conv to
@@ -182,22 +181,6 @@ class GhostNet(SequentialTrunkModel):
             nn.Linear(HEAD_CHANNELS, num_classes),
         )
         init_weights(self)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
-        x = self.classifier[1](self.classifier[0](x))
-        if pre_logits:
-            return x
-        return self.classifier[3](self.classifier[2](x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[3]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh FC for ``num_classes``; 0 removes it (Identity: the model returns its 1280-d pre-logits)."""
-        check_num_classes(num_classes, allow_zero=True)
-        self.num_classes = num_classes
-        self.classifier[3] = new_classifier(HEAD_CHANNELS, num_classes)
 
 
 _TABLE = "Table 7 (ImageNet: top-1, params, FLOPs); Table 1 (architecture)"

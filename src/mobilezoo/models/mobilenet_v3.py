@@ -23,12 +23,11 @@ from mobilezoo.layers import (
 )
 from mobilezoo.models.base import (
     FeatureInfo,
-    SequentialTrunkModel,
+    PooledHeadModel,
     check_drop_rate,
     check_in_chans,
     check_num_classes,
     check_width_mult,
-    new_classifier,
 )
 from mobilezoo.registry import TorchvisionRef, register_model
 
@@ -161,7 +160,7 @@ def _reduce_tail(arch: V3Arch) -> V3Arch:
     return V3Arch(bnecks=tuple(rows), last_conv=arch.last_conv // 2, head=arch.head // 2)
 
 
-class MobileNetV3(SequentialTrunkModel):
+class MobileNetV3(PooledHeadModel):
     """MobileNetV3 ``arch="large"`` or ``"small"``.
 
     ``width_rule`` picks how ``width_mult`` scales the expansions and the head (see :func:`_widths`); ``last_channel``
@@ -238,22 +237,6 @@ class MobileNetV3(SequentialTrunkModel):
         if bn_eps is not None:
             set_bn_eps(self, bn_eps)
         init_weights(self)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
-        x = self.classifier[1](self.classifier[0](x))
-        if pre_logits:
-            return x
-        return self.classifier[3](self.classifier[2](x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[3]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes``; 0 removes it (Identity: the model returns its pre-logits)."""
-        check_num_classes(num_classes, allow_zero=True)
-        self.num_classes = num_classes
-        self.classifier[3] = new_classifier(self.num_features, num_classes)
 
 
 def _tv(builder: str, weights: str | None = None, width: float = 1.0) -> TorchvisionRef:
