@@ -4,6 +4,8 @@ its timeline)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from mobilezoo.cli._output import console, print_json, print_table
 from mobilezoo.complexity import profile
@@ -11,16 +13,39 @@ from mobilezoo.complexity.tables import Figure, TableResult, table_ids, textbook
 from mobilezoo.complexity.timeline import Timeline, timeline
 from mobilezoo.formatting import fmt
 
+if TYPE_CHECKING:
+    from mobilezoo.complexity.results import LayerProfile
+    from mobilezoo.detection.profile import DetectorProfile
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="params, MAdds, other ops, memory access cost and activation memory")
     p.add_argument("name", help="a registered model, see `mobilezoo list`")
-    p.add_argument("--resolution", type=int, default=224, help="input height and width (default 224)")
+    p.add_argument(
+        "--resolution",
+        type=_resolution,
+        default=224,
+        help="input size: 224 or HEIGHTxWIDTH, e.g. 800x1200 (default 224)",
+    )
     p.add_argument("--width-mult", type=float, default=None, help="width multiplier passed to the model builder")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default=None, help="default meta: counts from shapes alone; 'cpu' runs it for real")
     p.add_argument("--per-layer", action="store_true", help="also list every layer")
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    p.add_argument(
+        "--detector",
+        default=None,
+        metavar="KIND",
+        help="fcos, ssdlite or light_head_rcnn: profile that detector on the model as its backbone, split into "
+        "backbone / neck / head (without post-processing)",
+    )
+    p.add_argument("--num-classes", type=int, default=80, help="the detector's object classes (default 80, COCO's)")
+    p.add_argument(
+        "--rois",
+        type=int,
+        default=None,
+        help="light_head_rcnn: RoIs per image in its head (default: its test-time 100)",
+    )
     p.set_defaults(func=run_profile)
 
     t = sub.add_parser(
@@ -42,7 +67,91 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:,.2f} MiB"
 
 
+def _resolution(text: str) -> int | tuple[int, int]:
+    """``224`` or ``HEIGHTxWIDTH`` (``800x1200``)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected a size like 224 or 800x1200 (HEIGHTxWIDTH), got {text!r}")
+    values = [int(p) for p in parts]
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def _size_text(resolution: int | tuple[int, int]) -> str:
+    return f"{resolution}px" if isinstance(resolution, int) else f"{resolution[0]}x{resolution[1]}px"
+
+
+def run_detector_profile(args: argparse.Namespace) -> int:
+    """``mobilezoo profile NAME --detector KIND``: the detector's network split into backbone / neck / head."""
+    import torch
+
+    from mobilezoo.detection import create_detector
+    from mobilezoo.detection.profile import profile_detector
+
+    h, w = (args.resolution, args.resolution) if isinstance(args.resolution, int) else args.resolution
+    if args.detector == "ssdlite" and h != w:
+        raise ValueError(f"ssdlite runs at a fixed square size: give one --resolution, got {h}x{w}")
+    bkw = {} if args.width_mult is None else {"width_mult": args.width_mult}
+    with torch.device(args.device or "meta"):  # every count depends on shapes only (see `mobilezoo profile`)
+        model = create_detector(
+            args.detector,
+            args.name,
+            num_classes=args.num_classes,
+            image_size=min(h, w),
+            max_size=max(h, w),
+            backbone_kwargs=bkw,
+        )
+    prof = profile_detector(model, height=h, width=w, batch_size=args.batch_size, rois=args.rois)
+    if args.json:
+        print_json(prof.to_dict(per_layer=args.per_layer))
+        return 0
+    if args.per_layer:
+        rows = [
+            (name or "(network)", part, r.type if r.called else f"{r.type} (not called)", r.params, r.madds)
+            for part, name, r in _detector_rows(prof)
+        ]
+        print_table(rows, ["layer", "part", "type", "params", "MAdds"], title=f"{args.detector} per layer")
+    total = prof.total
+    rows = [
+        (
+            p.name,
+            f"{p.params:,}",
+            f"{p.madds / 1e6:,.2f}",
+            f"{100 * p.madds / max(total.madds, 1):.1f}%",
+            f"{p.other_ops / 1e6:,.2f}",
+            f"{p.mac / 1e6:,.2f}",
+            _mb(p.output_bytes),
+        )
+        for p in (*prof.parts, total)
+    ]
+    columns = ["part", "params", "MAdds M", "of MAdds", "other ops M", "MAC M elements", "activations written"]
+    title = f"{args.detector} on {args.name} at {_size_text(args.resolution)}, batch {args.batch_size} (millions = 1e6)"
+    print_table(rows, columns, title=title)
+    console.print(
+        f"  FLOPs = 2 x MAdds = {total.flops / 1e6:,.2f}M; peak activation memory of the network "
+        f"{_mb(prof.network.peak_activation_bytes)}",
+        markup=False,
+    )
+    for note in prof.notes:
+        console.print(f"  {note}", markup=False)
+    return 0
+
+
+def _detector_rows(prof: DetectorProfile) -> Iterator[tuple[str, str, LayerProfile]]:
+    """(part, layer name, row) of the network, then of Light-Head's RoI head (named ``roi_heads.*``)."""
+    from mobilezoo.detection.profile import part_of
+
+    for r in prof.network.layers:
+        yield part_of(r.name), r.name, r
+    if prof.roi_head is not None:
+        for r in prof.roi_head.layers:
+            yield "head", f"roi_heads.{r.name}".rstrip("."), r
+
+
 def run_profile(args: argparse.Namespace) -> int:
+    if args.detector is not None:
+        return run_detector_profile(args)
+    if args.rois is not None:
+        raise ValueError("--rois is for --detector light_head_rcnn")
     kwargs = {} if args.width_mult is None else {"width_mult": args.width_mult}
     prof = profile(args.name, resolution=args.resolution, batch_size=args.batch_size, device=args.device, **kwargs)
     if args.json:
@@ -76,7 +185,7 @@ def run_profile(args: argparse.Namespace) -> int:
         ("peak activation memory", _mb(prof.peak_activation_bytes)),
         ("weights", _mb(prof.param_bytes)),
     ]
-    print_table(totals, ["quantity", "value"], title=f"{prof.model} at {args.resolution}px (millions = 1e6)")
+    print_table(totals, ["quantity", "value"], title=f"{prof.model} at {_size_text(args.resolution)} (millions = 1e6)")
     return 0
 
 

@@ -9,7 +9,9 @@ scores boxes with pycocotools' COCOeval (:mod:`.metrics`); :func:`train_detector
 from mobilezoo.detection.backbone import DetectionBackbone
 from mobilezoo.detection.data import CanvasConfig, CocoFolder, DigitCanvases, export_coco
 from mobilezoo.detection.detectors import DETECTORS, OPTIONS, create_detector
+from mobilezoo.detection.export import DetectorExport, DetectorNetwork, OnnxDetector, export_detector_onnx
 from mobilezoo.detection.metrics import CocoMetrics, coco_map
+from mobilezoo.detection.profile import DetectorProfile, PartProfile, profile_detector
 from mobilezoo.detection.train import (
     DetectionTrainConfig,
     DetectionTrainResult,
@@ -26,10 +28,17 @@ __all__ = [
     "DetectionBackbone",
     "DetectionTrainConfig",
     "DetectionTrainResult",
+    "DetectorExport",
+    "DetectorNetwork",
+    "DetectorProfile",
     "DigitCanvases",
+    "OnnxDetector",
+    "PartProfile",
     "coco_map",
     "create_detector",
     "evaluate_detector",
     "export_coco",
+    "export_detector_onnx",
+    "profile_detector",
     "train_detector",
 ]
