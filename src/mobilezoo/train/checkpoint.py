@@ -129,10 +129,17 @@ def load_checkpoint(run_dir: Path, model: nn.Module) -> dict[str, Any] | None:
     return state
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """metrics.json, metrics.csv and metrics.png (loss and top-1 per epoch) from the per-epoch records."""
+def write_metrics(
+    run_dir: Path,
+    history: list[dict[str, Any]],
+    plot: Callable[[list[dict[str, Any]], Path], None] | None = None,
+) -> None:
+    """metrics.json, metrics.csv and metrics.png from the records of ``history`` (one dict each; the CSV's columns
+    are every key seen). ``plot(history, path)`` draws the PNG (default :func:`plot_metrics`: loss and top-1 per
+    epoch of a classifier run)."""
     if not history:
         return
+    plot = plot or plot_metrics
     atomic_write_text(run_dir / "metrics.json", json.dumps(history, indent=1) + "\n")
     columns = list(dict.fromkeys(k for row in history for k in row))
     buf = io.StringIO()
@@ -140,7 +147,7 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
-    _atomic(run_dir / "metrics.png", lambda tmp: plot_metrics(history, tmp))
+    _atomic(run_dir / "metrics.png", lambda tmp: plot(history, tmp))
 
 
 def plot_metrics(history: list[dict[str, Any]], path: Path) -> None:
@@ -171,6 +178,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "load_checkpoint",
+    "plot_metrics",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",

@@ -41,7 +41,9 @@ def read_config_values(path: str | PathLike) -> dict[str, Any]:
     return dict(values)
 
 
-def save_config(cfg: TrainConfig, path: str | PathLike) -> Path:
+def save_config(cfg: Any, path: str | PathLike) -> Path:
+    """Write ``cfg.to_dict()`` (a :class:`TrainConfig`, or any config with ``to_dict``) as YAML (JSON for ``.json``),
+    atomically."""
     path = Path(path)
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False) if path.suffix != ".json" else json.dumps(cfg.to_dict())
     from mobilezoo.train.checkpoint import atomic_write_text
@@ -54,7 +56,7 @@ def check_resume(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     """Raise a ValueError unless ``cfg`` equals the config saved in ``run_dir`` outside :data:`RESUME_MAY_DIFFER`."""
     saved = load_config(run_dir / "config.yaml").to_dict()
     given = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_MAY_DIFFER}
-    _refuse_changes(run_dir, saved, given, {})
+    refuse_changes(run_dir, saved, given, {})
     return cfg
 
 
@@ -72,7 +74,7 @@ def resume_config(run_dir: str | Path, *, labels: Mapping[str, str] | None = Non
     cfg = load_config(run_dir / "config.yaml")
     saved = cfg.to_dict()
     TrainConfig.from_dict({**saved, **overrides})  # unknown keys raise a ValueError naming them
-    _refuse_changes(run_dir, saved, {k: v for k, v in overrides.items() if k not in RESUME_MAY_DIFFER}, labels or {})
+    refuse_changes(run_dir, saved, {k: v for k, v in overrides.items() if k not in RESUME_MAY_DIFFER}, labels or {})
     for k, v in overrides.items():
         if k in RESUME_MAY_DIFFER:
             setattr(cfg, k, v)
@@ -80,7 +82,17 @@ def resume_config(run_dir: str | Path, *, labels: Mapping[str, str] | None = Non
     return cfg
 
 
-def _refuse_changes(run_dir: Path, saved: dict[str, Any], given: dict[str, Any], labels: Mapping[str, str]) -> None:
+def refuse_changes(
+    run_dir: Path,
+    saved: dict[str, Any],
+    given: dict[str, Any],
+    labels: Mapping[str, str],
+    may_differ: set[str] = RESUME_MAY_DIFFER,
+) -> None:
+    """Raise a ValueError naming each field of ``given`` whose value differs from ``saved`` (the run's config), as
+    ``labels[field]`` if given, with both values; ``may_differ`` (the fields that may change) is named in the advice.
+    Tuples and lists compare equal (YAML reads tuples back as lists)."""
+
     def same(a: Any, b: Any) -> bool:
         return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
 
@@ -89,10 +101,18 @@ def _refuse_changes(run_dir: Path, saved: dict[str, Any], given: dict[str, Any],
         shown = "; ".join(f"{labels.get(k, k)}: the run has {saved.get(k)!r}, given {given[k]!r}" for k in changed)
         raise ValueError(
             f"cannot resume {str(run_dir)!r} with other settings, which it would ignore ({shown}); a resumed run "
-            f"keeps its config (only {', '.join(sorted(labels.get(k, k) for k in RESUME_MAY_DIFFER))} may change): drop "
+            f"keeps its config (only {', '.join(sorted(labels.get(k, k) for k in may_differ))} may change): drop "
             f"them, or start a new "
             f"run in another folder"
         )
 
 
-__all__ = ["RESUME_MAY_DIFFER", "check_resume", "load_config", "read_config_values", "resume_config", "save_config"]
+__all__ = [
+    "RESUME_MAY_DIFFER",
+    "check_resume",
+    "load_config",
+    "read_config_values",
+    "refuse_changes",
+    "resume_config",
+    "save_config",
+]

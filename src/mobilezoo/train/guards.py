@@ -57,12 +57,15 @@ def nonfinite_loss_report(losses: Sequence[float]) -> str | None:
     return f"the loss is {bad[0]}" if bad else None
 
 
-def diverged_error(where: str, what: str, lr: float) -> TrainingDivergedError:
-    """The error that stops a diverged run: where (epoch, step), what (loss or tensors) and the learning rate."""
+DIVERGED_ADVICE = "start a new run with a lower lr (--lr) or with gradient clipping (--set grad_clip=1)"
+
+
+def diverged_error(where: str, what: str, lr: float, advice: str = DIVERGED_ADVICE) -> TrainingDivergedError:
+    """The error that stops a diverged run: where (epoch, step), what (loss or tensors), the learning rate and
+    ``advice`` (what to change; the default names the classifier's flags)."""
     return TrainingDivergedError(
         f"training diverged {where}: {what} at lr {lr:.3g}; nothing from this step on was saved (the run folder "
-        f"keeps its last finite checkpoint): start a new run with a lower lr (--lr) or with gradient clipping "
-        f"(--set grad_clip=1)"
+        f"keeps its last finite checkpoint): {advice}"
     )
 
 
