@@ -416,3 +416,26 @@ def test_suite_and_cli_mark_noisy_cells_and_name_no_fastest(monkeypatch, fake_cl
     suite = run_suite(["mobilenet_v1_x0_25"], **kw)
     assert not any(e.noisy for e in suite.entries)
     assert suite.fastest()[("mobilenet_v1_x0_25", 1)].backend == "channels_last"
+
+
+def test_time_interleaved_alternates_calls_and_judges_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fake clock: each call "takes" its own fixed time; the calls run A B, B A, ... after their warm-up
+    order: list[str] = []
+    now = [0]
+
+    def call(name: str, ms: int):
+        def run() -> None:
+            order.append(name)
+            now[0] += ms * 1_000_000
+
+        return run
+
+    monkeypatch.setattr(harness, "_clock", lambda: now[0])
+    timed = harness.time_interleaved([call("a", 2), call("b", 5)], warmup=1, iters=3, remeasure=0)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert [samples for samples, _ in timed] == [[2.0, 2.0, 2.0], [5.0, 5.0, 5.0]]
+    assert not any(noise.noisy for _, noise in timed)
+    with pytest.raises(ValueError, match="no calls to time"):
+        harness.time_interleaved([])
+    with pytest.raises(ValueError, match="iters must be an integer >= 1, got 0"):
+        harness.time_interleaved([call("a", 1)], iters=0)

@@ -11,7 +11,8 @@ from PIL import Image
 
 from mobilezoo import create_model, save_weights
 from mobilezoo.cli import main
-from mobilezoo.detection import CocoFolder
+from mobilezoo.detection import CocoFolder, table
+from mobilezoo.detection.table import TABLE_SCHEDULE
 
 TINY_FLAGS = [
     *("--steps", "3", "--batch-size", "2", "--warmup-steps", "1", "--canvas-size", "64"),
@@ -114,3 +115,45 @@ def test_bad_input_is_one_line(tmp_path: Path, canvases: Path, capsys: pytest.Ca
     assert main(["detect", "canvases", "--out", str(out), "--count", "0"]) == 2
     assert "length must be an integer >= 1" in _one_error_line(capsys)
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("tiny-run")
+    assert main(["detect", "train", *TINY_FLAGS, "--out", str(run), "--json"]) == 0
+    return run / "detector.safetensors"
+
+
+def test_export_command_writes_a_checked_onnx_file(
+    tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    capsys.readouterr()
+    out = tmp_path / "det.onnx"
+    assert main(["detect", "export", "--weights", str(tiny_weights), "--out", str(out), "--size", "64", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert out.is_file() and Path(result["sidecar"]).is_file()
+    assert result["output_names"] == ["cls_logits", "bbox_regression", "bbox_ctrness"]  # FCOS's raw head, no NMS
+    assert result["max_abs_diff"] < 1e-3 and result["check_batches"] == [1, 2]
+    assert main(["detect", "export", "--weights", str(tiny_weights), "--out", str(out), "--size", "64x70"]) == 2
+    assert "32" in _one_error_line(capsys)  # FCOS needs multiples of 32: the error says so
+    assert main(["detect", "export", "--weights", str(tiny_weights), "--out", str(out), "--size", "big"]) == 2
+    assert "--size expects HEIGHTxWIDTH" in _one_error_line(capsys)
+
+
+def test_table_command_shows_committed_results_beside_the_paper(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.detection.test_table import fake_results
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(fake_results()))
+    assert main(["detect", "table", "--results", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    v2 = next(r for r in shown["rows"] if r["row"] == "ShuffleNet v2" and r["level"] == "40M")
+    assert v2["ap"] == pytest.approx(0.48) and v2["paper_mmap"] == 22.5 and shown["spread"] == pytest.approx(0.04)
+    assert main(["detect", "table", "--results", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Table 5-13" in out and "48.0 (50.0, 46.0)" in out and "not reproduced" in out
+    other = fake_results()
+    other["schedule"] = {**table._schedule_dict(TABLE_SCHEDULE), "steps": 5}
+    path.write_text(json.dumps(other))
+    assert main(["detect", "table", "--results", str(path), "--levels", "40M"]) == 2  # nothing trained
+    assert "was trained with steps=5, this run has 1000; use another results file" in _one_error_line(capsys)

@@ -329,6 +329,34 @@ def _measure(
     return [passes[kept][i] for i in range(len(runners))], noises
 
 
+def time_interleaved(
+    calls: Sequence[Callable[[], Any]],
+    *,
+    warmup: int = 1,
+    iters: int = 5,
+    remeasure: int = REMEASURE,
+    device: str | torch.device = "cpu",
+) -> list[tuple[list[float], Noise]]:
+    """Time arbitrary callables (a detector on a list of images, say) as :func:`benchmark_interleaved` times models.
+
+    Each call is run ``warmup`` times on its own, then ``iters`` rounds of one timed call each, the order alternating;
+    while any is noisy all are timed again (up to ``remeasure`` more passes). Returns per call its samples (ms) of the
+    kept pass and its :class:`Noise`. Raises ``ValueError`` for no calls or a bad count.
+    """
+    if not calls:
+        raise ValueError("no calls to time; expected at least one")
+    _check_int("warmup", warmup, 0)
+    _check_int("iters", iters, 1)
+    _check_int("remeasure", remeasure, 0)
+    dev = torch.device(device)
+    runners = [Prepared(call) for call in calls]
+    for r in runners:
+        for _ in range(warmup):
+            r.run()
+    samples, noises = _measure(runners, dev, iters, remeasure)
+    return list(zip(samples, noises))
+
+
 def _result(
     name: str,
     prepared: Prepared,

@@ -1,7 +1,8 @@
 """``mobilezoo detect``: train, evaluate and run detectors (:mod:`mobilezoo.detection`).
 
-Subcommands: ``train`` (resumable, torchrun-ready), ``eval``, ``predict`` (boxes as JSON and drawn on PNGs) and
-``canvases`` (the built-in digit canvases written as a COCO folder). Each is registered by a ``_add_<name>`` function
+Subcommands: ``train`` (resumable, torchrun-ready), ``eval``, ``predict`` (boxes as JSON and drawn on PNGs),
+``canvases`` (the built-in digit canvases written as a COCO folder), ``export`` (the network to ONNX, without the
+post-processing, checked in ONNX Runtime) and ``table`` (Table 5-13: train its missing cells, time its speed, show it). Each is registered by a ``_add_<name>`` function
 below and calls one library function.
 """
 
@@ -39,7 +40,7 @@ CANVAS_SIZE_FLAG = "--canvas-size"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="train, evaluate and run object detectors on the zoo's backbones")
     commands = p.add_subparsers(dest="detect_command", required=True, metavar="SUBCOMMAND")
-    for add in (_add_train, _add_eval, _add_predict, _add_canvases):
+    for add in (_add_train, _add_eval, _add_predict, _add_canvases, _add_export, _add_table):
         add(commands)
 
 
@@ -89,6 +90,108 @@ def _add_canvases(commands: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_canvases)
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    x = commands.add_parser("export", help="the detector's network to ONNX (no NMS in the graph), parity-checked")
+    x.add_argument("--weights", required=True, help="a detector.safetensors written by mobilezoo detect train")
+    x.add_argument("--out", required=True, help="the .onnx file (a .json sidecar is written beside it)")
+    x.add_argument("--size", default=None, help="input HEIGHTxWIDTH or one side (default: the detector's image size)")
+    x.add_argument("--batch-size", type=int, default=1, help="batch of the exported graph (default 1; dynamic)")
+    x.add_argument("--fixed-batch", action="store_true", help="export a fixed batch size instead of a dynamic one")
+    x.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=run_export)
+
+
+def _add_table(commands: argparse._SubParsersAction) -> None:
+    from mobilezoo.detection.table import LEVELS, RESULTS
+
+    t = commands.add_parser(
+        "table", help="Table 5-13: train its missing cells (resumable), measure detection speed, show it"
+    )
+    t.add_argument("--results", default=str(RESULTS), help=f"results JSON (default {RESULTS})")
+    t.add_argument("--levels", nargs="+", default=None, choices=LEVELS, help="train these levels' missing cells")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per cell (default 0)")
+    t.add_argument("--speed", nargs="*", default=None, choices=LEVELS, help="re-measure speed at these levels")
+    t.add_argument("--speed-iters", type=int, default=5, help="timed rounds per level (default 5)")
+    t.add_argument("--threads", type=int, default=None, help="torch threads for training and timing")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=run_table_command)
+
+
+def _size(text: str | None) -> tuple[int | None, int | None]:
+    if text is None:
+        return None, None
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"--size expects HEIGHTxWIDTH or one side in px, e.g. 320x480 or 320, got {text!r}")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from mobilezoo.detection.export import export_detector_onnx
+    from mobilezoo.detection.io import load_detector
+
+    height, width = _size(args.size)
+    model = load_detector(args.weights)
+    kw: dict[str, Any] = {} if args.opset is None else {"opset": args.opset}
+    result = export_detector_onnx(
+        model,
+        args.out,
+        height=height,
+        width=width,
+        batch_size=args.batch_size,
+        dynamic_batch=not args.fixed_batch,
+        **kw,
+    )
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    console.print(
+        f"{result.path} ({result.detector}, input {result.input_name} {list(result.input_shape)}, outputs "
+        f"{', '.join(result.output_names)}; no NMS in the graph): ONNX Runtime matches PyTorch within "
+        f"{result.max_abs_diff:.2g} at batch {', '.join(map(str, result.check_batches))}. Sidecar: {result.sidecar}",
+        highlight=False,
+    )
+    return 0
+
+
+def run_table_command(args: argparse.Namespace) -> int:
+    from dataclasses import asdict, replace
+
+    from mobilezoo.detection.table import (
+        TABLE_SCHEDULE,
+        load_results,
+        measure_speed,
+        record_speed,
+        run_table,
+        speed_record,
+        summarize,
+    )
+
+    say = (lambda _m: None) if args.json else (lambda m: console.print(m, highlight=False))
+    if args.levels:
+        schedule = replace(TABLE_SCHEDULE, threads=args.threads or TABLE_SCHEDULE.threads)
+        run_table(args.results, levels=args.levels, seeds=args.seeds, schedule=schedule, progress=say)
+    speed = []
+    if args.speed:
+        say(f"timing Light-Head R-CNN at 800x1200, batch 4: levels {', '.join(args.speed)}")
+        speed = measure_speed(levels=args.speed, iters=args.speed_iters, threads=args.threads)
+        if Path(args.results).exists():
+            record_speed(args.results, "light_head_rcnn", speed_record(speed))
+    results = load_results(args.results) if Path(args.results).exists() else {"cells": {}}
+    table = summarize(results, speed)
+    if args.json:
+        print_json(asdict(table))
+        return 0
+    from mobilezoo.report.sections import table_5_13
+
+    t = table_5_13(table, args.threads)
+    print_table(t.rows, t.columns, title=t.caption)
+    for note in t.notes:
+        console.print(f"  {note}", markup=False)
+    return 0
 
 
 def _is_main() -> bool:

@@ -14,10 +14,10 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -25,6 +25,9 @@ from mobilezoo.complexity.tables import TableResult
 from mobilezoo.complexity.timeline import Timeline, timeline
 from mobilezoo.report.config import ReportConfig, SweepSpec
 from mobilezoo.selection.search import Selection
+
+if TYPE_CHECKING:
+    from mobilezoo.detection.table import Table513
 
 Progress = Callable[[str], None]
 
@@ -156,6 +159,7 @@ class ReportData:
     seconds: dict[str, float] = field(default_factory=dict)
     timeline: Timeline | None = None  # the chapter's timeline (Fig. 5-2)
     budgets: tuple[Selection, ...] = ()  # the best measured model per latency budget (mobilezoo.select)
+    detection: Table513 | None = None  # Table 5-13 measured (mobilezoo.detection.table)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,6 +171,7 @@ class ReportData:
             "seconds": self.seconds,
             "timeline": self.timeline.to_dict() if self.timeline is not None else None,
             "budgets": [b.to_dict() for b in self.budgets],
+            "detection": asdict(self.detection) if self.detection is not None else None,
         }
 
 
@@ -359,6 +364,22 @@ def _sweep(spec: SweepSpec, measurer: _Measurer, backends: Sequence[str]) -> Swe
     return SweepResult(spec.family, spec.kind, tuple(rows))
 
 
+def detection_table(cfg: ReportConfig, threads: int, say: Progress) -> Table513:
+    """Table 5-13 from the committed results file (mAP; speed where not re-measured) and the detection speed of
+    ``cfg.detection_speed_levels`` measured now. A missing results file leaves the mAP cells unmeasured."""
+    from mobilezoo.detection.table import RESULTS, load_results, measure_speed, summarize
+
+    path = Path(cfg.detection_results) if cfg.detection_results is not None else RESULTS
+    results = load_results(path) if path.exists() or cfg.detection_results is not None else {"cells": {}}
+    speed = []
+    if cfg.detection_speed_levels:
+        say(f"detection speed (Light-Head R-CNN, 800x1200, batch 4): levels {', '.join(cfg.detection_speed_levels)}")
+        speed = measure_speed(
+            levels=cfg.detection_speed_levels, iters=cfg.detection_speed_iters, threads=threads, remeasure=0
+        )
+    return summarize(results, speed)
+
+
 def build_report(
     out_dir: str | PathLike,
     *,
@@ -413,9 +434,11 @@ def build_report(
     lap("models")
     sweeps = tuple(_sweep(s, measurer, cfg.sweep_backends) for s in cfg.sweeps)
     lap("sweeps")
+    detection = detection_table(cfg, threads, say)
+    lap("detection")
     env = _environment(threads, cfg)
     budgets = budget_picks(entries, cfg.budgets_ms, cfg.batch_size, threads)
-    data = ReportData(cfg, env, tables, tuple(entries), sweeps, seconds, timeline_table, budgets)
+    data = ReportData(cfg, env, tables, tuple(entries), sweeps, seconds, timeline_table, budgets, detection)
 
     say("plots")
     pngs = plots.write_plots(data, out)

@@ -119,6 +119,11 @@ class ReportConfig:
     iters: int = 15
     mode: str = "custom"
     budgets_ms: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0)  # the "best model per budget" table (latency per call)
+    # Table 5-13: the committed results file (None: the repository's benchmarks/results/detection_table.json) and the
+    # complexity levels whose detection speed (Light-Head R-CNN, 800x1200, batch 4) is re-measured in this run
+    detection_results: str | None = None
+    detection_speed_levels: tuple[str, ...] = ()
+    detection_speed_iters: int = 3
 
     @classmethod
     def quick(cls) -> ReportConfig:
@@ -136,6 +141,7 @@ class ReportConfig:
             warmup=3,
             iters=15,
             mode="quick",
+            detection_speed_levels=("40M",),
         )
 
     @classmethod
@@ -152,6 +158,8 @@ class ReportConfig:
             warmup=5,
             iters=30,
             mode="full",
+            detection_speed_levels=("40M", "140M", "300M", "500M"),
+            detection_speed_iters=5,
         )
 
     def with_models(self, models: list[str] | tuple[str, ...]) -> ReportConfig:
@@ -193,6 +201,13 @@ class ReportConfig:
                 raise ValueError(f"sweep kind {s.kind!r} of {s.family}; expected one of {SWEEP_KINDS}")
             if len(s.points) < 2:
                 raise ValueError(f"the {s.family} {s.kind} sweep has {len(s.points)} point(s); expected at least 2")
+        from mobilezoo.detection.table import LEVELS
+
+        for level in self.detection_speed_levels:
+            if level not in LEVELS:
+                raise ValueError(
+                    f"unknown detection level {level!r} in detection_speed_levels; expected some of {LEVELS}"
+                )
         for ms in self.budgets_ms:
             if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms > 0:
                 raise ValueError(f"budgets_ms must hold positive numbers (ms), got {ms!r}")
@@ -200,6 +215,7 @@ class ReportConfig:
             ("batch_size", self.batch_size, 1),
             ("warmup", self.warmup, 1),
             ("iters", self.iters, 1),
+            ("detection_speed_iters", self.detection_speed_iters, 1),
             ("threads", self.threads if self.threads is not None else 1, 1),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
