@@ -161,6 +161,23 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def machine() -> dict[str, Any]:
+    """The machine a figure was measured on: :func:`~mobilezoo.benchmark.environment.environment` (CPU, versions,
+    threads), the CPU's features, and the load average at the time."""
+    import os
+
+    from mobilezoo.benchmark.environment import environment
+    from mobilezoo.machine import cpu_info
+
+    cpu = cpu_info()
+    return {
+        **environment("cpu"),
+        "cpu_summary": cpu.summary(),
+        "cpu_features": cpu.to_dict(),
+        "load_average": list(os.getloadavg()),
+    }
+
+
 def _write(path: Path, data: dict[str, Any]) -> None:
     from mobilezoo.train.checkpoint import atomic_write_text
 
@@ -183,8 +200,6 @@ def run_table(
     the file are kept, not re-trained. Raises ``ValueError`` for an unknown level/row or when the file was written
     with another schedule (naming the first differing field), and what :func:`train_detector` raises.
     """
-    from mobilezoo.benchmark.environment import environment
-
     _check_names(levels, rows)
     p = Path(path)
     want = _schedule_dict(schedule)
@@ -216,7 +231,7 @@ def run_table(
                     "eval_s": round(result.eval_s, 1),
                     "images_seen": result.images_seen,
                     "history": result.history,
-                    "env": environment("cpu"),
+                    "env": machine(),
                 }
                 _write(p, data)
                 if progress is not None:
@@ -320,12 +335,10 @@ def speed_record(
     cells: Sequence[SpeedCell], *, height: int = 800, width: int = 1200, batch_size: int = 4
 ) -> dict[str, Any]:
     """What :func:`record_speed` stores: the cells, the protocol, and the machine (CPU, its features, versions)."""
-    from mobilezoo.benchmark.environment import environment
-
     return {
         "protocol": {"height": height, "width": width, "batch_size": batch_size, "dtype": "float32", "init": "random"},
         "cells": [c.to_dict() for c in cells],
-        "env": environment("cpu"),
+        "env": machine(),
     }
 
 
