@@ -96,13 +96,9 @@ def read_detector_metadata(path: str | PathLike) -> dict[str, Any]:
     """
     from safetensors import safe_open
 
-    path = Path(path)
-    if path.is_dir():
-        inside = sorted(p.name for p in path.glob("*.safetensors"))
-        hint = f"; it holds {', '.join(inside)}" if inside else ""
-        raise ValueError(f"detector weights {str(path)!r} is a folder: pass a .safetensors file{hint}")
-    if not path.is_file():
-        raise FileNotFoundError(f"detector weights file {str(path)!r} does not exist")
+    from mobilezoo.weights.files import existing_file
+
+    path = existing_file(path, "detector weights", "a .safetensors file")
     if path.suffix != ".safetensors":
         raise ValueError(
             f"{str(path)!r} is not a .safetensors file: detectors are read from the .safetensors a detection run "

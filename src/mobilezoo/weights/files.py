@@ -223,14 +223,20 @@ def read_checkpoint(path: str | PathLike) -> Any:
     Raises FileNotFoundError for a missing file and ValueError, one line naming the file, for a folder or a file that
     is unreadable (:class:`UnreadableWeightsError`) or refused (a pickle that would run code).
     """
+    return _load_file(existing_file(path))
+
+
+def existing_file(path: str | PathLike, what: str = "weights", expected: str = "a weights file") -> Path:
+    """``path`` as a Path if it is a file; a ValueError for a folder (naming the ``.safetensors`` files in it and
+    ``expected``), a FileNotFoundError for a missing file; ``what`` names the file in both messages."""
     path = Path(path)
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.safetensors"))
         hint = f"; it holds {', '.join(inside)}" if inside else ""
-        raise ValueError(f"weights {str(path)!r} is a folder: pass a weights file{hint}")
+        raise ValueError(f"{what} {str(path)!r} is a folder: pass {expected}{hint}")
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    return _load_file(path)
+        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
+    return path
 
 
 def read_state_dict(path: str | PathLike) -> dict[str, Tensor]:
