@@ -6,13 +6,16 @@ import torch
 from PIL import Image
 
 from mobilezoo.data import (
+    BatchedAugment,
     BuiltinDigits,
+    CropSample,
     ImageFolderSafe,
     SeededDataset,
     build_transforms,
     collate_skipping,
     default_normalization,
     load_split,
+    resized_crop_batch,
     subset_indices,
 )
 
@@ -124,3 +127,72 @@ def test_subset_is_balanced_and_fixed():
     assert len(idx) == 100 and idx == subset_indices(targets, 100, seed=0)
     assert np.bincount([targets[i] for i in idx]).tolist() == [10] * 10
     assert subset_indices(targets, None, 0) == list(range(1000))
+
+
+def test_batched_resized_crop_equals_torchvision_per_image():
+    from torchvision.transforms.v2 import functional as F
+
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (6, 3, 20, 24), dtype=np.uint8))
+    # a full frame, corners and edges (where the resize clamps at the crop, not the image), one-pixel and thin crops
+    boxes = torch.tensor([[0, 0, 20, 24], [0, 0, 5, 7], [13, 17, 7, 7], [4, 0, 16, 1], [9, 11, 1, 1], [2, 3, 11, 19]])
+    flips = torch.tensor([False, True, False, True, True, False])
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    out = resized_crop_batch(images, boxes, (32, 40), flips=flips, mean=mean, std=std)
+    assert out.shape == (6, 3, 32, 40) and out.dtype == torch.float32
+    for k in range(6):
+        ref = F.resized_crop(images[k].float() / 255, *boxes[k].tolist(), [32, 40], antialias=True)
+        ref = F.normalize(F.horizontal_flip(ref) if flips[k] else ref, list(mean), list(std))
+        torch.testing.assert_close(out[k], ref, rtol=0, atol=1e-5, msg=f"box {boxes[k].tolist()}")
+    with pytest.raises(ValueError, match=r"box \[13, 17, 8, 7\].*outside its 20x24"):
+        resized_crop_batch(images[:1], torch.tensor([[13, 17, 8, 7]]), (32, 32))
+    with pytest.raises(ValueError, match="larger than the output 16x16.*antialias"):
+        resized_crop_batch(images[:1], torch.tensor([[0, 0, 20, 24]]), (16, 16))
+
+
+def _digit_pipelines(**kw):
+    tf = build_transforms(True, 32, default_normalization(1, True), **kw)
+    aug = BatchedAugment.from_pipeline(tf, BuiltinDigits("train").image_size)
+    assert aug is not None
+    return SeededDataset(BuiltinDigits("train", tf), seed=7), SeededDataset(BuiltinDigits("train", aug.sample), 7), aug
+
+
+def test_batched_augmentation_equals_the_per_image_pipeline():
+    per_image, batched, aug = _digit_pipelines(crop_scale=(0.08, 1.0), hflip=0.5, random_erasing=0.5)
+    keys = [(3, i) for i in range(0, 400, 10)]
+    samples = [batched[k] for k in keys]
+    assert all(isinstance(s[0], CropSample) and s[0].image.dtype == torch.uint8 for s in samples)
+    flips, erased = sum(s[0].flip for s in samples), sum(s[0].erase is not None for s in samples)
+    assert 0 < flips < len(keys) and 0 < erased < len(keys)  # both branches of both draws are compared
+    x, y, skipped = aug.collate([*samples, None])
+    ref, ref_y, _ = collate_skipping([per_image[k] for k in keys])
+    assert skipped == 1 and torch.equal(y, ref_y) and x.shape == ref.shape == (len(keys), 1, 32, 32)
+    # the same crops, flips and erasures; PIL rounds its resized image to 8 bits (1/255 / std 0.3081 = 0.0127)
+    torch.testing.assert_close(x, ref, rtol=0, atol=1.5 / 255 / 0.3081)
+    assert (x - ref).abs().mean() < 0.005
+
+
+def test_batched_parameters_are_a_function_of_seed_epoch_index():
+    _, batched, _ = _digit_pipelines(crop_scale=(0.08, 1.0), hflip=0.5, random_erasing=0.5)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, b = batched[(2, 9)][0], batched[(2, 9)][0]  # e.g. drawn before a kill and again after the resume
+    assert (a.box, a.flip) == (b.box, b.flip) and torch.equal(a.image, b.image)
+    assert (a.erase is None) == (b.erase is None) and (a.erase is None or a.erase[:4] == b.erase[:4])
+    draws = {(s.box, s.flip) for s in (batched[(e, 9)][0] for e in range(6))}
+    assert len(draws) > 3  # another epoch, another draw
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG stream (dropout) is untouched
+
+
+def test_only_plain_crop_flip_pipelines_on_small_images_are_batched():
+    norm = default_normalization(1, True)
+    assert BatchedAugment.from_pipeline(build_transforms(True, 32, norm, random_erasing=0.2), (28, 28)) is not None
+    for kw in ({"auto_augment": "autoaugment"}, {"auto_augment": "trivialaugment"}, {"interpolation": "bicubic"}):
+        assert BatchedAugment.from_pipeline(build_transforms(True, 32, norm, **kw), (28, 28)) is None, kw
+    bgr = build_transforms(True, 32, default_normalization(3, False), channel_order="BGR")
+    assert BatchedAugment.from_pipeline(bgr, (28, 28)) is None
+    assert BatchedAugment.from_pipeline(build_transforms(False, 32, norm), (28, 28)) is None  # eval pipeline
+    assert BatchedAugment.from_pipeline(build_transforms(True, 32, norm), (40, 28)) is None  # crops could shrink
+    aug = BatchedAugment.from_pipeline(build_transforms(True, 32, norm), (28, 28))
+    with pytest.raises(ValueError, match="image of 30x28 pixels in a batched augmentation for 28x28"):
+        aug.sample(torch.zeros(1, 30, 28, dtype=torch.uint8))

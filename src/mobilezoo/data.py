@@ -9,6 +9,8 @@ Two sources share one interface (a Dataset yielding ``(image, label)`` with ``cl
 
 Randomness of the augmentations is a pure function of ``(seed, epoch, index)`` (see :class:`SeededDataset`), so a run
 resumed in the middle of an epoch, or split over several processes, draws exactly the same augmented images.
+Images of one size (the digits) take the training augmentation in two halves (:class:`BatchedAugment`): each sample
+draws its crop, flip and erasing under its seed, and the batch is cropped, resized, flipped and normalised at once.
 Every image file is decoded by :func:`load_image` (training, evaluation, prediction, int8 calibration), to what an
 image viewer shows: first frame, EXIF orientation applied, 16-bit scaled by 65535, transparency on white. Images that
 fail to decode are skipped with a warning; the collate function counts them for the run's summary.
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 BUILTIN = "builtin"
 BUILTIN_FILE = "digits5k.npz"
@@ -83,6 +86,11 @@ class BuiltinDigits(Dataset):
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of every image, in pixels: (28, 28)."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         img = Image.fromarray(self.images[index])  # uint8 (H, W) gives mode "L"
@@ -336,6 +344,188 @@ def build_transforms(
     return v2.Compose(ops)
 
 
+class CropSample(NamedTuple):
+    """A training image before its augmentation, with the augmentation drawn for it (:meth:`BatchedAugment.sample`).
+
+    ``image`` is the raw uint8 (C, H, W) image; ``box`` the crop (top, left, height, width) in its pixels; ``flip``
+    whether the crop is mirrored left-right; ``erase`` torchvision's ``RandomErasing`` parameters (i, j, h, w, value)
+    on the output, or None.
+    """
+
+    image: Tensor
+    box: tuple[int, int, int, int]
+    flip: bool
+    erase: tuple[int, int, int, int, Tensor] | None
+
+
+def _resize_weights(start: Tensor, length: Tensor, out: int, size: int, flip: Tensor | None) -> Tensor:
+    """(B, out, size) weights that resize pixels ``[start, start + length)`` of a ``size``-pixel axis to ``out``
+    pixels as torch's bilinear resize does (pixel centres at +0.5, samples clamped to the crop), rows reversed where
+    ``flip``. Each row sums to 1."""
+    o = torch.arange(out, dtype=torch.float32).expand(len(start), out)
+    if flip is not None:
+        o = torch.where(flip[:, None], out - 1 - o, o)
+    crop = length.to(torch.float32)[:, None]
+    src = ((o + 0.5) * (crop / out) - 0.5).clamp(min=0.0)
+    src = torch.minimum(src, crop - 1)  # in crop coordinates
+    pixel = torch.arange(size, dtype=torch.float32) - start.to(torch.float32)[:, None]  # (B, size), crop coordinates
+    weights = src[:, :, None] - pixel[:, None, :]
+    return weights.abs_().neg_().add_(1.0).clamp_(min=0.0)  # the triangle 1 - |distance|: two taps, or one at a border
+
+
+def resized_crop_batch(
+    images: Tensor,
+    boxes: Tensor,
+    size: tuple[int, int],
+    *,
+    flips: Tensor | None = None,
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (1.0,),
+) -> Tensor:
+    """Crop each image to its box, resize it to ``size`` (bilinear), mirror it where ``flips``, and normalise.
+
+    ``images`` is uint8 (B, C, H, W); ``boxes`` (B, 4) integer (top, left, height, width) in pixels; ``size``
+    (height, width) of the output; ``flips`` (B,) bool or None; ``mean``/``std`` per channel (or one for all) of
+    pixels scaled to [0, 1]. Returns float32 (B, C, *size), equal (to float rounding) to torchvision's
+    ``v2.functional.resized_crop`` of each float image, then ``horizontal_flip`` and ``normalize``: two batched
+    matrix products, the flip folded into the weights. Crops must upscale (height and width at most ``size``'s):
+    shrinking needs antialiasing, which this does not do.
+
+    Raises ValueError for a box outside its image or of no pixels, a box larger than ``size``, or shapes that do
+    not match.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(f"images must be uint8 (B, C, H, W), got {images.dtype} of shape {tuple(images.shape)}")
+    b, c, h, w = images.shape
+    if boxes.shape != (b, 4):
+        raise ValueError(f"boxes must be ({b}, 4) (top, left, height, width), got shape {tuple(boxes.shape)}")
+    if flips is not None and flips.shape != (b,):
+        raise ValueError(f"flips must be ({b},) bool, got shape {tuple(flips.shape)}")
+    top, left, height, width = boxes.to(torch.int64).unbind(1)
+    bad = (top < 0) | (left < 0) | (height < 1) | (width < 1) | (top + height > h) | (left + width > w)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0])
+        raise ValueError(
+            f"box {boxes[k].tolist()} (top, left, height, width) of image {k} is outside its {h}x{w} pixels"
+        )
+    big = (height > size[0]) | (width > size[1])
+    if bool(big.any()):
+        k = int(big.nonzero()[0])
+        raise ValueError(
+            f"box {boxes[k].tolist()} of image {k} is larger than the output {size[0]}x{size[1]}: only upscaling crops "
+            f"are resized in a batch (shrinking needs antialiasing)"
+        )
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    if mean_t.shape[1] not in (1, c) or std_t.shape[1] not in (1, c):
+        raise ValueError(f"mean and std need 1 or {c} values, got {len(mean)} and {len(std)}")
+    # normalising first is exact: every output pixel is a weighted mean of input pixels (weights sum to 1)
+    x = (images.to(torch.float32) / 255.0 - mean_t) / std_t
+    rows = _resize_weights(top, height, size[0], h, None)
+    cols = _resize_weights(left, width, size[1], w, flips)
+    return rows[:, None] @ x @ cols.transpose(1, 2)[:, None]
+
+
+class BatchedAugment:
+    """:func:`build_transforms`' training pipeline in two halves: parameters per sample, pixels per batch.
+
+    For images that all have ``image_size`` (height, width), no larger than the output, and a pipeline of
+    ``RandomResizedCrop`` (bilinear), optional ``RandomHorizontalFlip``, ``PILToTensor``, ``ToDtype``, ``Normalize``
+    and optional ``RandomErasing``. :meth:`sample`, the dataset's transform, draws a sample's crop box, flip and
+    erasing with the pipeline's own torchvision transforms (``make_params``), in the order and with the RNG calls
+    of the per-image pipeline: under :class:`SeededDataset` a sample gets the same parameters as the per-image path
+    would, whatever its batch. :meth:`collate`, the loader's collate function, then crops, resizes, flips and
+    normalises the batch at once (:func:`resized_crop_batch`) and erases, using no RNG. The result equals the
+    per-image pipeline's to within PIL's rounding to 8 bits (at most ~1/255 before normalisation).
+
+    Build it with :meth:`from_pipeline`, which returns None for any other pipeline (auto-augment, BGR, bicubic, ...)
+    or images larger than the output; those keep the per-image path.
+    """
+
+    def __init__(
+        self,
+        crop: v2.RandomResizedCrop,
+        flip: v2.RandomHorizontalFlip | None,
+        normalize: v2.Normalize,
+        erase: v2.RandomErasing | None,
+        image_size: tuple[int, int],
+    ) -> None:
+        self.crop, self.flip, self.normalize, self.erase = crop, flip, normalize, erase
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.size = (int(crop.size[0]), int(crop.size[1]))
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any, image_size: tuple[int, int]) -> BatchedAugment | None:
+        """The batched form of ``pipeline`` (a :func:`build_transforms` training Compose) for images of
+        ``image_size`` (height, width), or None where it has a step this does not batch or would shrink images."""
+        ops = list(getattr(pipeline, "transforms", []))
+        crop = ops.pop(0) if ops and type(ops[0]) is v2.RandomResizedCrop else None
+        flip = ops.pop(0) if ops and type(ops[0]) is v2.RandomHorizontalFlip else None
+        erase = ops.pop() if ops and type(ops[-1]) is v2.RandomErasing else None
+        if crop is None or crop.interpolation != v2.InterpolationMode.BILINEAR or len(ops) != 3:
+            return None
+        to_tensor, to_float, normalize = ops
+        if not (
+            type(to_tensor) is v2.PILToTensor
+            and type(to_float) is v2.ToDtype
+            and to_float.dtype == torch.float32
+            and to_float.scale
+            and type(normalize) is v2.Normalize
+        ):
+            return None
+        if image_size[0] > crop.size[0] or image_size[1] > crop.size[1]:  # a crop could shrink: needs antialiasing
+            return None
+        return cls(crop, flip, normalize, erase, image_size)
+
+    def sample(self, img: Image.Image | Tensor) -> CropSample:
+        """Draw the augmentation of one image (PIL, or a uint8 (C, H, W) tensor) from torch's global RNG.
+
+        Raises ValueError for an image whose size is not ``image_size``.
+        """
+        if isinstance(img, Tensor):
+            image = img
+        elif img.mode == "L":  # the digits: as PILToTensor reads them, without its dispatch (a third of the cost)
+            image = torch.from_numpy(np.array(img))[None]
+        else:
+            image = F.pil_to_tensor(img)
+        if tuple(image.shape[-2:]) != self.image_size:
+            raise ValueError(
+                f"image of {image.shape[-2]}x{image.shape[-1]} pixels in a batched augmentation for "
+                f"{self.image_size[0]}x{self.image_size[1]}"
+            )
+        # the per-image pipeline's RNG calls, in its order: the crop's make_params, the flip's and the erasing's
+        # torch.rand(1) >= p (skip) tests, then the erasing's make_params on the (C, *size) output
+        p = self.crop.make_params([image])
+        flip = self.flip is not None and not bool(torch.rand(1) >= self.flip.p)
+        erase = None
+        if self.erase is not None and not bool(torch.rand(1) >= self.erase.p):
+            q = self.erase.make_params([torch.zeros(()).expand(image.shape[0], *self.size)])
+            if q["v"] is not None:
+                erase = (q["i"], q["j"], q["h"], q["w"], q["v"])
+        return CropSample(image, (p["top"], p["left"], p["height"], p["width"]), flip, erase)
+
+    def apply(self, samples: Sequence[CropSample]) -> Tensor:
+        """The augmented images of ``samples``: float32 (B, C, *size)."""
+        images = torch.stack([s.image for s in samples])
+        boxes = torch.tensor([s.box for s in samples], dtype=torch.int64)
+        flips = torch.tensor([s.flip for s in samples], dtype=torch.bool) if self.flip is not None else None
+        x = resized_crop_batch(images, boxes, self.size, flips=flips, mean=self.normalize.mean, std=self.normalize.std)
+        for k, s in enumerate(samples):
+            if s.erase is not None:
+                F.erase(x[k], *s.erase, inplace=True)
+        return x
+
+    def collate(self, batch: Sequence[Any]) -> tuple[Tensor, Tensor, int]:
+        """:func:`collate_skipping` for ``(CropSample, label)`` samples: (x, y, skipped), x augmented."""
+        kept = [s for s in batch if s is not None]
+        skipped = len(batch) - len(kept)
+        if not kept:
+            return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+        x = self.apply([s[0] for s in kept])
+        y = torch.tensor([s[1] for s in kept], dtype=torch.long)
+        return x, y, skipped
+
+
 def load_split(data: str | Path, split: str, transform: Any = None, in_chans: int = 3) -> Dataset:
     """``split`` ("train" or "val") of ``data``: ``"builtin"`` or an ImageFolder root holding train/ and val/."""
     if split not in SPLITS:
@@ -382,7 +572,9 @@ __all__ = [
     "BUILTIN",
     "DECODE_ERRORS",
     "IMAGE_EXTENSIONS",
+    "BatchedAugment",
     "BuiltinDigits",
+    "CropSample",
     "ImageFolderSafe",
     "Normalization",
     "SeededDataset",
@@ -392,5 +584,6 @@ __all__ = [
     "image_mode",
     "load_image",
     "load_split",
+    "resized_crop_batch",
     "subset_indices",
 ]

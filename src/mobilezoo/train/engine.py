@@ -198,12 +198,12 @@ def train(
             "channels_last": channels_last,
         }
 
-    def loader(dataset: Any, batch_sampler: Any) -> DataLoader:
+    def loader(dataset: Any, batch_sampler: Any, collate: Callable[..., Any] = collate_skipping) -> DataLoader:
         return DataLoader(
             dataset,
             batch_sampler=batch_sampler,
             num_workers=cfg.num_workers,
-            collate_fn=collate_skipping,
+            collate_fn=collate,
             pin_memory=cuda,
             # its own generator: otherwise every new iterator draws its worker seed from the global RNG, which
             # would shift dropout's stream between an uninterrupted and a resumed run
@@ -239,7 +239,8 @@ def train(
     for epoch in range(step // spe, cfg.epochs):
         net.train()
         start = step - epoch * spe
-        batches = loader(data.train, list(epoch_batches(len(data.train_idx), epoch, cfg, info, start)))
+        order = list(epoch_batches(len(data.train_idx), epoch, cfg, info, start))
+        batches = loader(data.train, order, data.train_collate)  # the digits: augmented a batch at once
         it = iter(batches)
         for _ in range(start, spe):
             t0 = time.perf_counter()

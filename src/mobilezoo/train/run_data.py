@@ -13,7 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from mobilezoo.data import Normalization, SeededDataset, build_transforms, load_split, subset_indices
+from mobilezoo.data import (
+    BatchedAugment,
+    BuiltinDigits,
+    Normalization,
+    SeededDataset,
+    build_transforms,
+    collate_skipping,
+    load_split,
+    subset_indices,
+)
 from mobilezoo.train.config import TrainConfig
 from mobilezoo.train.distributed import DistInfo
 
@@ -41,6 +50,10 @@ def epoch_batches(
 class RunData:
     """The datasets of a run: seeded training set, evaluation set, BN recalibration set.
 
+    ``train_collate`` is the training loader's collate function: for the built-in digits (one image size) with a
+    crop/flip/normalise/erase pipeline, :meth:`mobilezoo.data.BatchedAugment.collate`, which augments the batch at
+    once from each sample's seeded parameters; :func:`mobilezoo.data.collate_skipping` otherwise.
+
     Raises ValueError for fewer than 2 classes, train and val classes that differ, or fewer training images than
     ``batch_size``; FileNotFoundError (from :func:`mobilezoo.data.load_split`) for a missing folder or split.
     """
@@ -58,6 +71,10 @@ class RunData:
         )
         eval_tf = build_transforms(False, cfg.img_size, norm, eval_crop_pct=cfg.eval_crop_pct)
         train = load_split(cfg.data, "train", train_tf, cfg.in_chans)
+        self.train_collate: Any = collate_skipping
+        batched = BatchedAugment.from_pipeline(train_tf, train.image_size) if isinstance(train, BuiltinDigits) else None
+        if batched is not None:  # the same seeded parameters, the pixel work once per batch
+            train.transform, self.train_collate = batched.sample, batched.collate
         classes = list(train.classes)  # type: ignore[attr-defined]
         if len(classes) < 2:  # e.g. DIR/train/images/*.png: one "class" that every prediction gets right
             raise ValueError(
