@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--levels", nargs="+", default=["40M", "140M"], choices=LEVELS)
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="train only these rows")
     ap.add_argument("--spread-seeds", type=int, nargs="*", default=[1], help="extra seeds of ShuffleNet v2 at 40M")
     ap.add_argument("--speed-levels", nargs="*", default=list(LEVELS), choices=LEVELS)
     ap.add_argument("--speed-iters", type=int, default=5)
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.no_train:
         schedule = replace(TABLE_SCHEDULE, threads=args.threads)
-        run_table(args.out, levels=args.levels, rows=ROWS, seeds=(0,), schedule=schedule, progress=log)
+        run_table(args.out, levels=args.levels, rows=args.rows, seeds=(0,), schedule=schedule, progress=log)
         if args.spread_seeds:
             run_table(
                 args.out,
