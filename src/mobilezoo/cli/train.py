@@ -10,14 +10,15 @@ from typing import Any
 import yaml
 
 from mobilezoo.cli._output import console, print_json, print_table
+from mobilezoo.train.config import OPTIMIZERS, SCHEDULES
 
 # flags that map one-to-one onto TrainConfig fields (flag name with dashes -> field)
 TRAIN_FLAGS: dict[str, tuple[type, str]] = {
     "epochs": (int, "number of epochs (default: the recipe's; 12 for --data builtin)"),
     "batch-size": (int, "global batch size (default: the recipe's; 64 for builtin)"),
     "lr": (float, "learning rate at this batch size (default: the recipe's, scaled linearly with the batch)"),
-    "opt": (str, "optimizer: sgd, rmsprop_tf, adamw"),
-    "sched": (str, "schedule: cosine, step, exponential, linear, constant"),
+    "opt": (str, f"optimizer: {', '.join(OPTIMIZERS)}"),
+    "sched": (str, f"schedule: {', '.join(SCHEDULES)}"),
     "img-size": (int, "training resolution (default 224; 64 for builtin)"),
     "weight-decay": (float, "weight decay (never on BN/bias)"),
     "label-smoothing": (float, "label smoothing"),
