@@ -117,9 +117,9 @@ def _cell(row: str, level: str, seed: int, ap: float) -> dict:
 
 def fake_results() -> dict:
     cells = [_cell("ShuffleNet v2", "40M", 0, 0.50), _cell("ShuffleNet v2", "40M", 1, 0.46)]
-    cells += [_cell("MobileNet v2", "40M", 0, 0.40), _cell("ShuffleNet v1 (g=3)", "40M", 0, 0.44)]
+    cells += [_cell("MobileNet v2", "40M", 0, 0.40), _cell("ShuffleNet v1 (g=3)", "40M", 0, 0.45)]
     speed = [
-        {"row": r, "level": "40M", "images_per_s": fps, "noisy": False}
+        {"row": r, "level": "40M", "images_per_s": fps, "noisy": False, "threads": 2}
         for r, fps in (("ShuffleNet v2", 1.5), ("MobileNet v2", 1.2))
     ]
     return {
@@ -130,7 +130,7 @@ def fake_results() -> dict:
 
 
 def test_summarize_means_seeds_reports_the_spread_and_prefers_fresh_speed() -> None:
-    fresh = SpeedCell("light_head_rcnn", "MobileNet v2", "40M", "m", 2.0, 2000.0, (2000.0,), True, "noisy: x")
+    fresh = SpeedCell("light_head_rcnn", "MobileNet v2", "40M", "m", 2.0, 2000.0, (2000.0,), True, "noisy: x", 1)
     t = summarize(fake_results(), [fresh])
     assert len(t.rows) == len(ROWS) * len(LEVELS)
     by = {(r.row, r.level): r for r in t.rows}
@@ -138,12 +138,16 @@ def test_summarize_means_seeds_reports_the_spread_and_prefers_fresh_speed() -> N
     assert v2.ap == pytest.approx(0.48) and v2.ap_seeds == (0.50, 0.46) and v2.ap50 == pytest.approx(0.68)
     assert (v2.cpu_images_per_s, v2.speed_source, v2.paper_mmap) == (1.5, "committed", 22.5)
     mn = by[("MobileNet v2", "40M")]
-    assert (mn.cpu_images_per_s, mn.speed_noisy, mn.speed_source) == (2.0, True, "now")
+    assert (mn.cpu_images_per_s, mn.speed_noisy, mn.speed_source, mn.speed_threads) == (2.0, True, "now", 1)
     star = by[("ShuffleNet v2*", "500M")]
     assert star.ap is None and star.cpu_images_per_s is None and star.speed_source == "not measured"
     assert t.spread == pytest.approx(0.04) and t.spread_cell == "ShuffleNet v2 at 40M (2 seeds)"
-    assert t.level_order("40M", "ap") == ["ShuffleNet v2", "ShuffleNet v1 (g=3)", "MobileNet v2"]
-    assert t.level_order("40M", "cpu_images_per_s") == ["MobileNet v2", "ShuffleNet v2"]
+    # v2 0.48 (two seeds: spread 0.04), v1 0.45 (a tie with v2), MNv2 0.40
+    assert t.order("40M", "ap", t.spread) == "ShuffleNet v2 ~ ShuffleNet v1 (g=3) > MobileNet v2"
+    assert t.order("40M", "ap") == "ShuffleNet v2 > ShuffleNet v1 (g=3) > MobileNet v2"
+    assert t.order("40M", "cpu_images_per_s") == "MobileNet v2 > ShuffleNet v2"
+    assert t.order("40M", "paper_gpu_images_per_s", among="cpu_images_per_s") == "ShuffleNet v2 > MobileNet v2"
+    assert t.order("500M", "ap") == ""
     assert t.train_env["cpu"] == "Test CPU" and t.speed_env["cpu"] == "Speed CPU"
 
 
@@ -157,6 +161,6 @@ def test_measure_speed_times_each_rows_detector_interleaved() -> None:
         ("MobileNet v2", "40M", "light_head_rcnn"),
     ]
     for c in cells:
-        assert len(c.samples_ms) == 2 and c.median_ms > 0
+        assert len(c.samples_ms) == 2 and c.median_ms > 0 and c.threads == 1
         assert c.images_per_s == pytest.approx(2 / (c.median_ms / 1e3))
     assert cells[1].backbone == "mobilenet_v2(width_mult=0.15)"

@@ -24,6 +24,7 @@ re-run trains only the missing cells (it refuses a file written with another sch
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -252,6 +253,7 @@ class SpeedCell:
     samples_ms: tuple[float, ...]
     noisy: bool
     noise: str
+    threads: int
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -291,7 +293,8 @@ def measure_speed(
     gen = torch.Generator().manual_seed(0)
     images = [torch.rand(3, height, width, generator=gen) for _ in range(batch_size)]
     out: list[SpeedCell] = []
-    with fixed_threads(threads or torch.get_num_threads()):
+    n_threads = threads or torch.get_num_threads()
+    with fixed_threads(n_threads):
         for level in levels:
             models = []
             for row in rows:
@@ -326,6 +329,7 @@ def measure_speed(
                         samples_ms=tuple(samples),
                         noisy=noise.noisy,
                         noise=noise.summary(),
+                        threads=n_threads,
                     )
                 )
     return out
@@ -371,6 +375,7 @@ class TableRow:
     cpu_images_per_s: float | None
     speed_noisy: bool
     speed_source: str
+    speed_threads: int | None
     paper_gpu_images_per_s: int
 
 
@@ -386,11 +391,20 @@ class Table513:
     train_env: dict[str, Any]
     speed_env: dict[str, Any]
 
-    def level_order(self, level: str, what: str) -> list[str]:
+    def order(self, level: str, what: str, tie: float = 0.0, among: str | None = None) -> str:
         """The rows of ``level`` from best to worst by ``what`` (``"ap"``, ``"paper_mmap"``, ``"cpu_images_per_s"``
-        or ``"paper_gpu_images_per_s"``), leaving out rows without that figure."""
+        or ``"paper_gpu_images_per_s"``) as ``"A > B ~ C"``: ``~`` where neighbours differ by less than ``tie`` (the
+        seed-to-seed spread: a tie), ``=`` where they are equal. Rows without that figure, or without ``among``'s,
+        are left out."""
         rows = [r for r in self.rows if r.level == level and getattr(r, what) is not None]
-        return [r.row for r in sorted(rows, key=lambda r: -getattr(r, what))]
+        rows = sorted(
+            (r for r in rows if among is None or getattr(r, among) is not None), key=lambda r: -getattr(r, what)
+        )
+        out = rows[0].row if rows else ""
+        for prev, cur in itertools.pairwise(rows):
+            gap = getattr(prev, what) - getattr(cur, what)
+            out += (" = " if gap == 0 else " ~ " if gap < tie else " > ") + cur.row
+        return out
 
 
 def summarize(results: dict[str, Any], speed: Sequence[SpeedCell] = ()) -> Table513:
@@ -413,12 +427,12 @@ def summarize(results: dict[str, Any], speed: Sequence[SpeedCell] = ()) -> Table
                 spread, spread_cell = max(aps) - min(aps), f"{row} at {level} ({len(aps)} seeds)"
             if (row, level) in fresh:
                 f = fresh[(row, level)]
-                fps, noisy, source = f.images_per_s, f.noisy, "now"
+                fps, noisy, source, n_threads = f.images_per_s, f.noisy, "now", f.threads
             elif (row, level) in committed:
                 c = committed[(row, level)]
-                fps, noisy, source = c["images_per_s"], c["noisy"], "committed"
+                fps, noisy, source, n_threads = c["images_per_s"], c["noisy"], "committed", c.get("threads")
             else:
-                fps, noisy, source = None, False, "not measured"
+                fps, noisy, source, n_threads = None, False, "not measured", None
             rows.append(
                 TableRow(
                     row=row,
@@ -432,6 +446,7 @@ def summarize(results: dict[str, Any], speed: Sequence[SpeedCell] = ()) -> Table
                     cpu_images_per_s=fps,
                     speed_noisy=noisy,
                     speed_source=source,
+                    speed_threads=n_threads,
                     paper_gpu_images_per_s=PAPER_GPU_FPS[row][level_i],
                 )
             )

@@ -347,22 +347,33 @@ def table_5_13(det: Table513 | None, threads: Any) -> Table:
                 "No cell was trained with two seeds: the seed-to-seed spread is unknown, so no AP gap is shown as real."
             )
     for level in LEVELS:
-        mine = det.level_order(level, "ap") if det is not None else []
-        if len(mine) > 1:
-            paper = [r for r in det.level_order(level, "paper_mmap") if r in mine]  # type: ignore[union-attr]
-            notes.append(f"{level}, AP order here: {' > '.join(mine)}; the paper's: {' > '.join(paper)}.")
+        mine = det.order(level, "ap", det.spread or 0.0) if det is not None else ""
+        if " " in mine:
+            paper = det.order(level, "paper_mmap", among="ap")  # type: ignore[union-attr]
+            notes.append(f"{level}, AP order here: {mine}; the paper's: {paper}.")
+    untrained = [
+        lv for lv in LEVELS if det is not None and not any(r.ap is not None for r in det.rows if r.level == lv)
+    ]
+    if untrained:
+        notes.append(
+            f"AP at {', '.join(untrained)}: not trained here (each cell takes 10-25 minutes on 2 cores); "
+            f"`mobilezoo detect table --levels {' '.join(untrained)}` trains them into the results file."
+        )
     where = det.speed_env.get("cpu") if det is not None else None
+    used = sorted({r.speed_threads for r in det.rows if r.speed_threads is not None}) if det is not None else []
+    speed_threads = " or ".join(map(str, used)) if used else threads
     notes.append(
         "CPU images/s here: the paper's detector (Light-Head R-CNN as built by mobilezoo.detection, random weights, "
-        f"80 classes) at 800x1200, batch 4, fp32 eager, {threads} threads; the rows of one level timed interleaved. "
+        f"80 classes) at 800x1200, batch 4, fp32 eager, {speed_threads} thread(s); the rows of one level timed "
+        "interleaved. "
         "'now' figures were measured in this run; '(committed)' ones come from the results file"
         + (f" (measured on {where})." if where else ".")
     )
     for level in LEVELS:
-        mine = det.level_order(level, "cpu_images_per_s") if det is not None else []
-        if len(mine) > 1:
-            paper = [r for r in det.level_order(level, "paper_gpu_images_per_s") if r in mine]  # type: ignore[union-attr]
-            notes.append(f"{level}, speed order here: {' > '.join(mine)}; the paper's (GPU): {' > '.join(paper)}.")
+        mine = det.order(level, "cpu_images_per_s") if det is not None else ""
+        if " " in mine:
+            paper = det.order(level, "paper_gpu_images_per_s", among="cpu_images_per_s")  # type: ignore[union-attr]
+            notes.append(f"{level}, speed order here: {mine}; the paper's (GPU): {paper}.")
     return Table(
         columns, rows, "Table 5-13: lightweight backbones in one detector, measured here beside the paper", notes
     )
