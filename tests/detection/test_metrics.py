@@ -108,3 +108,28 @@ def test_bad_input(gt: list[dict], pred: list[dict] | None, match: str) -> None:
         coco_map(gt, pred)
     with pytest.raises(ValueError, match="1 ground-truth images but 2 prediction entries"):
         coco_map(gt[:1], pred * 2)
+
+
+def test_faster_coco_eval_gives_pycocotools_figures(ground_truth: list[dict]) -> None:
+    pytest.importorskip("faster_coco_eval")  # the fast-eval extra (installed with dev)
+    gen = torch.Generator().manual_seed(0)
+    preds = []
+    for g in ground_truth:  # jittered boxes, random scores, a few wrong labels, one false positive per image
+        n = len(g["labels"])
+        boxes = g["boxes"] + torch.randn(n, 4, generator=gen) * 2.5
+        labels = torch.where(torch.rand(n, generator=gen) < 0.1, (g["labels"] % 10) + 1, g["labels"])
+        preds.append(
+            {
+                "boxes": torch.cat([boxes, torch.tensor([[5.0, 5.0, 40.0, 40.0]])]),
+                "scores": torch.rand(n + 1, generator=gen),
+                "labels": torch.cat([labels, g["labels"][:1]]),
+            }
+        )
+    ref = coco_map(ground_truth, preds).to_dict()
+    fast = coco_map(ground_truth, preds, backend="faster_coco_eval").to_dict()
+    assert 0.1 < ref["AP"] < 0.9  # a case with something to rank
+    assert fast.keys() == ref.keys()
+    for k, v in ref.items():
+        assert fast[k] == (None if v is None else pytest.approx(v, abs=1e-6)), k
+    with pytest.raises(ValueError, match="unknown COCOeval backend 'torchmetrics'"):
+        coco_map(ground_truth, preds, backend="torchmetrics")

