@@ -13,6 +13,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import mobilezoo
+from mobilezoo import create_model, save_weights
 from mobilezoo.train.checkpoint import atomic_save_weights, load_checkpoint, save_checkpoint
 from mobilezoo.weights import (
     WeightsAdaptedWarning,
@@ -409,3 +410,24 @@ def test_a_model_without_classifier_leaves_the_checkpoints_out(tmp_path: Path) -
         report = mobilezoo.load_weights(pooled, source.state_dict(), adapt=True)
     assert report["reinitialized"] == head and report["unexpected"] == []
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in pooled.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("mobilenet_v3_small", {"padding": "tf", "bn_eps": 1e-3}), ("shufflenet_v2_x0_5", {"shuffle": "megvii"})],
+)
+def test_a_saved_port_reloads_with_the_arguments_it_was_built_with(tmp_path, name: str, kwargs: dict) -> None:
+    # a model built for a TF or megvii checkpoint, saved (e.g. after fine-tuning) and reloaded by name alone, must
+    # compute what it computed: before, it came back with the default padding / shuffle and gave other outputs
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs).eval()
+    path = save_weights(model, tmp_path / "m.safetensors")
+    again = create_model(name, weights=path).eval()
+    x = torch.randn(2, 3, 96, 96)  # even: TF "same" pads 0 before and 1 after a stride-2 conv, torch 1 and 1
+    assert torch.equal(model(x), again(x))
+    assert again.build_kwargs == kwargs
+    key, value = next(iter(kwargs.items()))
+    with pytest.raises(ValueError, match=rf"holds {name} built with {key}={value!r}, got {key}="):
+        create_model(name, weights=path, **{key: "same" if key == "padding" else "paper"})
+    # fine-tuning it to another class count keeps the arguments too
+    assert create_model(name, weights=path, num_classes=5).build_kwargs == kwargs

@@ -316,6 +316,14 @@ def _ecosystem_arguments(
     return weights, num_classes or 1000, num_classes == 0, progress
 
 
+def _jsonable(value: Any) -> bool:
+    return (
+        value is None
+        or isinstance(value, (bool, int, float, str))
+        or (isinstance(value, (list, tuple)) and all(_jsonable(v) for v in value))
+    )
+
+
 def create_model(
     name: str,
     *,
@@ -376,7 +384,19 @@ def create_model(
                     f"torchvision's checkpoint for {name!r} needs {key}={value!r}, got {model_kwargs[key]!r}"
                 )
         tv_enum = tv.weights
+    if weights is not None and tv_enum is None and source is None:
+        # a file save_weights wrote for this same model: build it with the arguments it was saved with
+        saved_name, saved = wts.saved_build(weights)
+        for key, value in saved.items() if saved_name == name else ():
+            value = tuple(value) if isinstance(value, list) else value  # JSON gives tuples back as lists
+            if model_kwargs.setdefault(key, value) != value:
+                raise ValueError(
+                    f"{str(weights)!r} holds {name} built with {key}={value!r}, got {key}={model_kwargs[key]!r}: "
+                    f"drop the argument or pass {key}={value!r}"
+                )
     model = builder(num_classes=num_classes, in_chans=in_chans, **model_kwargs)  # bad kwargs fail before a download
+    # what it computes depends on these (not on drop rates): save_weights records them for the reload
+    model.build_kwargs = {k: v for k, v in model_kwargs.items() if "drop" not in k and _jsonable(v)}  # type: ignore[assignment]
     if tv_enum is not None:
         member = str(weights).partition(":")[2] or "DEFAULT"
         state = wts.torchvision_state_dict(tv_enum, member, progress=progress)

@@ -13,6 +13,7 @@
 """
 
 from mobilezoo.weights.files import (
+    BUILD_KWARGS_KEY,
     CONTAINER_KEYS,
     SAFE_GLOBALS,
     SAFETENSORS_SUFFIXES,
@@ -26,6 +27,7 @@ from mobilezoo.weights.files import (
     read_checkpoint,
     read_state_dict,
     save_weights,
+    saved_build,
 )
 from mobilezoo.weights.loading import (
     adapt_state_dict,
@@ -49,6 +51,7 @@ from mobilezoo.weights.torchvision import (
 )
 
 __all__ = [
+    "BUILD_KWARGS_KEY",
     "CONTAINER_KEYS",
     "SAFETENSORS_SUFFIXES",
     "SAFE_GLOBALS",
@@ -73,6 +76,7 @@ __all__ = [
     "read_state_dict",
     "resolve_source",
     "save_weights",
+    "saved_build",
     "stem_key",
     "torchvision_cache_path",
     "torchvision_preprocessing",

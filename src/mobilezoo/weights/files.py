@@ -17,6 +17,7 @@ removed when, and only when, removing them makes the keys match the model's.
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import re
 import warnings
@@ -96,8 +97,14 @@ class WeightsUnavailableError(OSError):
     """torchvision's checkpoint is neither in the download cache nor downloadable; names the URL and the cache path."""
 
 
+BUILD_KWARGS_KEY = "mobilezoo_kwargs"  # the metadata key of the model arguments a file's model was built with
+
+
 def save_weights(model: nn.Module, path: str | PathLike, metadata: Mapping[str, str] | None = None) -> Path:
-    """Write ``model``'s state_dict to a ``.safetensors`` file (the registered model name goes into its metadata)."""
+    """Write ``model``'s state_dict to a ``.safetensors`` file. Its metadata holds the registered model name and the
+    arguments it was built with that change what it computes (``padding="tf"``, ``bn_eps``, ``shuffle="megvii"``,
+    ``width_mult``, ...: ``model.build_kwargs``, set by :func:`mobilezoo.create_model`), so that
+    ``create_model(name, weights=path)`` rebuilds the same network."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"save_weights writes safetensors: expected a path ending in .safetensors, got {str(path)!r}")
@@ -107,10 +114,37 @@ def save_weights(model: nn.Module, path: str | PathLike, metadata: Mapping[str, 
     name = getattr(model, "model_name", None)
     if isinstance(name, str):
         meta["mobilezoo_model"] = name
+    build = getattr(model, "build_kwargs", None)
+    if build:
+        meta[BUILD_KWARGS_KEY] = json.dumps(build, sort_keys=True)
     meta.update(metadata or {})
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(path), metadata=meta)
     return path
+
+
+def saved_build(path: str | PathLike) -> tuple[str | None, dict[str, Any]]:
+    """(registered model name, build arguments) a safetensors file written by :func:`save_weights` records; (None, {})
+    for other files (PyTorch checkpoints, foreign safetensors). Raises ValueError naming the file when the recorded
+    arguments are not a JSON object."""
+    path = Path(path)
+    if not path.is_file() or _file_format(path) != "safetensors":
+        return None, {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError):
+        return None, {}  # unreadable: the load reports it
+    raw = meta.get(BUILD_KWARGS_KEY)
+    try:
+        build = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        build = None
+    if not isinstance(build, dict):
+        raise ValueError(f"{str(path)!r} has a damaged {BUILD_KWARGS_KEY!r} metadata entry: expected a JSON object")
+    return meta.get("mobilezoo_model"), build
 
 
 def _file_format(path: Path) -> str:
