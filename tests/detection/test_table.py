@@ -22,7 +22,9 @@ from mobilezoo.detection.table import (
     backbone_madds,
     load_results,
     measure_speed,
+    record_speed,
     run_table,
+    speed_record,
     summarize,
 )
 
@@ -164,3 +166,16 @@ def test_measure_speed_times_each_rows_detector_interleaved() -> None:
         assert len(c.samples_ms) == 2 and c.median_ms > 0 and c.threads == 1
         assert c.images_per_s == pytest.approx(2 / (c.median_ms / 1e3))
     assert cells[1].backbone == "mobilenet_v2(width_mult=0.15)"
+
+
+def test_record_speed_replaces_only_the_cells_measured_again(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(fake_results()))  # committed speed: ShuffleNet v2 1.5, MobileNet v2 1.2 at 40M
+    fresh = SpeedCell("light_head_rcnn", "MobileNet v2", "40M", "m", 2.0, 2000.0, (2000.0,), False, "steady", 2)
+    data = record_speed(path, "light_head_rcnn", speed_record([fresh]))
+    cells = {(c["row"], c["level"]): c for c in data["speed"]["light_head_rcnn"]["cells"]}
+    assert cells[("MobileNet v2", "40M")]["images_per_s"] == 2.0  # replaced
+    assert cells[("ShuffleNet v2", "40M")]["images_per_s"] == 1.5  # kept, with the machine it was measured on
+    assert cells[("ShuffleNet v2", "40M")]["env"] == {"cpu": "Speed CPU"}
+    assert "cpu_features" in cells[("MobileNet v2", "40M")]["env"]
+    assert load_results(path) == json.loads(json.dumps(data))

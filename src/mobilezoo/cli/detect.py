@@ -2,8 +2,8 @@
 
 Subcommands: ``train`` (resumable, torchrun-ready), ``eval``, ``predict`` (boxes as JSON and drawn on PNGs),
 ``canvases`` (the built-in digit canvases written as a COCO folder), ``export`` (the network to ONNX, without the
-post-processing, checked in ONNX Runtime) and ``table`` (Table 5-13: train its missing cells, time its speed, show it). Each is registered by a ``_add_<name>`` function
-below and calls one library function.
+post-processing, checked in ONNX Runtime) and ``table`` (Table 5-13: train its missing cells, time its speed, show
+it). Each is registered by a ``_add_<name>`` function below and calls one library function.
 """
 
 from __future__ import annotations
@@ -113,7 +113,9 @@ def _add_table(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--results", default=str(RESULTS), help=f"results JSON (default {RESULTS})")
     t.add_argument("--levels", nargs="+", default=None, choices=LEVELS, help="train these levels' missing cells")
     t.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per cell (default 0)")
-    t.add_argument("--speed", nargs="*", default=None, choices=LEVELS, help="re-measure speed at these levels")
+    t.add_argument(
+        "--speed", nargs="*", default=None, choices=LEVELS, help="re-measure speed at these levels (none named: all)"
+    )
     t.add_argument("--speed-iters", type=int, default=5, help="timed rounds per level (default 5)")
     t.add_argument("--threads", type=int, default=None, help="torch threads for training and timing")
     t.add_argument("--json", action="store_true")
@@ -161,6 +163,7 @@ def run_table_command(args: argparse.Namespace) -> int:
     from dataclasses import asdict, replace
 
     from mobilezoo.detection.table import (
+        LEVELS,
         TABLE_SCHEDULE,
         load_results,
         measure_speed,
@@ -175,9 +178,10 @@ def run_table_command(args: argparse.Namespace) -> int:
         schedule = replace(TABLE_SCHEDULE, threads=args.threads or TABLE_SCHEDULE.threads)
         run_table(args.results, levels=args.levels, seeds=args.seeds, schedule=schedule, progress=say)
     speed = []
-    if args.speed:
-        say(f"timing Light-Head R-CNN at 800x1200, batch 4: levels {', '.join(args.speed)}")
-        speed = measure_speed(levels=args.speed, iters=args.speed_iters, threads=args.threads)
+    if args.speed is not None:
+        levels = args.speed or list(LEVELS)
+        say(f"timing Light-Head R-CNN at 800x1200, batch 4: levels {', '.join(levels)}")
+        speed = measure_speed(levels=levels, iters=args.speed_iters, threads=args.threads)
         if Path(args.results).exists():
             record_speed(args.results, "light_head_rcnn", speed_record(speed))
     results = load_results(args.results) if Path(args.results).exists() else {"cells": {}}

@@ -101,7 +101,6 @@ PAPER_GPU_FPS: dict[str, tuple[int, ...]] = {
 # Every cell's training run: the defaults of DetectionTrainConfig (FCOS with a 64-channel FPN, 1000 steps of 16
 # fresh 128-px canvases, AdamW 2e-3, warm-up + cosine; 500 validation canvases) on 2 threads.
 TABLE_SCHEDULE = DetectionTrainConfig(threads=2)
-SPEED_DETECTORS = ("light_head_rcnn", "fcos")
 SPEED_CLASSES = 80  # COCO's object classes: the heads' cost as in the paper's setting
 
 
@@ -347,10 +346,16 @@ def speed_record(
 
 
 def record_speed(path: str | Path, detector: str, record: dict[str, Any]) -> dict[str, Any]:
-    """Store ``record`` (from :func:`speed_record`) as ``detector``'s speed in the results file at ``path``."""
+    """Store ``record`` (from :func:`speed_record`) as ``detector``'s speed in the results file at ``path``: its cells
+    replace those of the same row and level; the others stay, each with the machine it was measured on (``env``)."""
     p = Path(path)
     data = load_results(p)
-    data.setdefault("speed", {})[detector] = record
+    old = data.setdefault("speed", {}).get(detector, {})
+    new_keys = {(c["row"], c["level"]) for c in record["cells"]}
+    kept = [{"env": old.get("env", {}), **c} for c in old.get("cells", []) if (c["row"], c["level"]) not in new_keys]
+    cells = [*kept, *({"env": record["env"], **c} for c in record["cells"])]
+    order = {(row, level): i for i, (level, row) in enumerate(itertools.product(LEVELS, ROWS))}
+    data["speed"][detector] = {**record, "cells": sorted(cells, key=lambda c: order[(c["row"], c["level"])])}
     _write(p, data)
     return data
 
@@ -463,7 +468,6 @@ __all__ = [
     "RESULTS",
     "ROWS",
     "SPEED_CLASSES",
-    "SPEED_DETECTORS",
     "TABLE_SCHEDULE",
     "Cell",
     "SpeedCell",
