@@ -83,9 +83,10 @@ class SequentialTrunkModel(ZooModel):
         return self.features(x)
 
 
-class PooledClassifierModel(SequentialTrunkModel):
-    """The MobileNet V1/V2 layout: the ``self.features`` trunk, global average pooling, and
-    ``self.classifier = Sequential(Dropout, Linear)``. Subclasses build those and set ``num_features``."""
+class DropoutLinearModel(ZooModel):
+    """A model whose head is global average pooling and ``self.classifier = Sequential(Dropout, Linear)``
+    (MobileNet V1/V2, EfficientNet, MnasNet, MobileNetV4): the classifier is ``self.classifier[1]``. Subclasses build
+    it, set ``num_features`` and may override ``forward_head`` (a head conv after the pooling, say)."""
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
@@ -101,6 +102,10 @@ class PooledClassifierModel(SequentialTrunkModel):
         check_num_classes(num_classes, allow_zero=True)
         self.num_classes = num_classes
         self.classifier[1] = new_classifier(self.num_features, num_classes)
+
+
+class PooledClassifierModel(DropoutLinearModel, SequentialTrunkModel):
+    """The MobileNet V1/V2 layout: the ``self.features`` trunk and a :class:`DropoutLinearModel` head."""
 
 
 class PooledHeadModel(SequentialTrunkModel):

@@ -23,13 +23,12 @@ from torch import Tensor, nn
 
 from mobilezoo.layers import SqueezeExcite, init_weights, make_divisible, set_bn_eps
 from mobilezoo.models.base import (
+    DropoutLinearModel,
     FeatureInfo,
-    ZooModel,
     check_drop_rate,
     check_in_chans,
     check_num_classes,
     check_width_mult,
-    new_classifier,
 )
 from mobilezoo.registry import TorchvisionRef, register_model
 
@@ -166,7 +165,7 @@ class SepConvResidual(nn.Sequential):
         return out + x
 
 
-class MnasNet(ZooModel):
+class MnasNet(DropoutLinearModel):
     """MnasNet ``arch`` "a1", "b1" or "small" at depth multiplier ``width_mult``.
 
     ``bn`` picks the BatchNorm settings (:data:`BN_SETTINGS`): "paper" (TF's) or "torchvision" (what torchvision's
@@ -272,15 +271,6 @@ class MnasNet(ZooModel):
         if pre_logits:
             return x
         return self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes``; 0 removes it (Identity: the model returns its pooled features)."""
-        check_num_classes(num_classes, allow_zero=True)
-        self.num_classes = num_classes
-        self.classifier[1] = new_classifier(self.num_features, num_classes)
 
 
 _README = "tensorflow/tpu models/official/mnasnet README (A1 width x resolution table)"

@@ -28,11 +28,10 @@ from torchvision.ops import stochastic_depth
 from mobilezoo.layers import ConvNormAct, init_weights, make_divisible, set_bn_eps
 from mobilezoo.models.base import (
     FeatureInfo,
-    SequentialTrunkModel,
+    PooledClassifierModel,
     check_drop_rate,
     check_in_chans,
     check_num_classes,
-    new_classifier,
 )
 from mobilezoo.registry import register_model
 
@@ -302,7 +301,7 @@ class FusedInvertedBottleneck(_Residual):
         return self._add(self.project(self.expand(x)), x)
 
 
-class MobileNetV4(SequentialTrunkModel):
+class MobileNetV4(PooledClassifierModel):
     """MobileNetV4 ``arch`` "conv_small", "conv_medium" or "conv_large" (:data:`ARCHS`).
 
     The trunk ``features`` runs the spec rows up to the 1x1 conv to 960; the head pools, applies ``head`` (a 1x1 conv
@@ -369,15 +368,6 @@ class MobileNetV4(SequentialTrunkModel):
         if pre_logits:
             return x
         return self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes``; 0 removes it (Identity: the model returns its pre-logits)."""
-        check_num_classes(num_classes, allow_zero=True)
-        self.num_classes = num_classes
-        self.classifier[1] = new_classifier(self.num_features, num_classes)
 
 
 _TABLE = "appendix architecture table of MNv4-{name} ({res} px); ImageNet-1k table (figures; Table 5 in v2, unverified)"
