@@ -164,3 +164,25 @@ def stage_positions(outs: list[int]) -> list[tuple[int, int]]:
         positions.append((stage, index))
         index += 1
     return positions
+
+
+def add_timm_inverted_residual(km: KeyMap, src: str, dst: str, block: nn.Sequential) -> None:
+    """Map one timm ``InvertedResidual`` (``conv_pw``/``bn1``, ``conv_dw``/``bn2``, [``se``], ``conv_pwl``/``bn3``) or
+    ``DepthwiseSeparableConv`` (``conv_dw``/``bn1``, [``se``], ``conv_pw``/``bn2``) at ``src`` onto ``block``, our
+    Sequential of (conv, BN[, act]) layers with an optional :class:`~mobilezoo.layers.SqueezeExcite`, at ``dst``
+    (MobileNetV3 and EfficientNet). Which of the two it is follows from the first conv: a 1x1 expansion or not."""
+    from mobilezoo.layers import SqueezeExcite
+
+    layers = list(block)
+    last = len(layers) - 1
+    if layers[0][0].groups == 1:  # expansion 1x1, depthwise, [SE], projection
+        names = {0: ("conv_pw", "bn1"), 1: ("conv_dw", "bn2"), last: ("conv_pwl", "bn3")}
+    else:  # depthwise, [SE], projection: timm's DepthwiseSeparableConv
+        names = {0: ("conv_dw", "bn1"), last: ("conv_pw", "bn2")}
+    for k, (conv, bn) in names.items():
+        km.add(f"{src}.{conv}", f"{dst}.{k}.0")
+        km.add(f"{src}.{bn}", f"{dst}.{k}.1")
+    se = next((k for k, m in enumerate(layers) if isinstance(m, SqueezeExcite)), None)
+    if se is not None:
+        km.add(f"{src}.se.conv_reduce", f"{dst}.{se}.fc1")
+        km.add(f"{src}.se.conv_expand", f"{dst}.{se}.fc2")

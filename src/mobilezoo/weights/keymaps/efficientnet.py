@@ -14,10 +14,16 @@ and ``efficientnet_b0_g16_evos`` (grouped convs, EvoNorm) have no counterpart.
 
 from __future__ import annotations
 
-from mobilezoo.layers import SqueezeExcite
 from mobilezoo.models.efficientnet_lite import EFFICIENTNET_B0, EfficientNet
 from mobilezoo.weights.keymap import KeyMap
-from mobilezoo.weights.keymaps import FamilyWeights, TimmArch, TimmTag, register_family, tag
+from mobilezoo.weights.keymaps import (
+    FamilyWeights,
+    TimmArch,
+    TimmTag,
+    add_timm_inverted_residual,
+    register_family,
+    tag,
+)
 
 
 def timm_keymap(model: EfficientNet) -> KeyMap:
@@ -27,20 +33,7 @@ def timm_keymap(model: EfficientNet) -> KeyMap:
     km.add("bn1", "features.0.1")
     for stage in range(len(EFFICIENTNET_B0)):
         for i, block in enumerate(model.features[stage + 1]):
-            src, dst = f"blocks.{stage}.{i}", f"features.{stage + 1}.{i}.block"
-            layers = list(block.block)
-            last = len(layers) - 1
-            if layers[0][0].groups == 1:  # expansion 1x1, depthwise, [SE], projection
-                names = {0: ("conv_pw", "bn1"), 1: ("conv_dw", "bn2"), last: ("conv_pwl", "bn3")}
-            else:  # depthwise, [SE], projection: timm's DepthwiseSeparableConv
-                names = {0: ("conv_dw", "bn1"), last: ("conv_pw", "bn2")}
-            for k, (conv, bn) in names.items():
-                km.add(f"{src}.{conv}", f"{dst}.{k}.0")
-                km.add(f"{src}.{bn}", f"{dst}.{k}.1")
-            se = next((k for k, m in enumerate(layers) if isinstance(m, SqueezeExcite)), None)
-            if se is not None:
-                km.add(f"{src}.se.conv_reduce", f"{dst}.{se}.fc1")
-                km.add(f"{src}.se.conv_expand", f"{dst}.{se}.fc2")
+            add_timm_inverted_residual(km, f"blocks.{stage}.{i}", f"features.{stage + 1}.{i}.block", block.block)
     head = len(EFFICIENTNET_B0) + 1
     km.add("conv_head", f"features.{head}.0")
     km.add("bn2", f"features.{head}.1")

@@ -14,10 +14,16 @@ counterpart.
 
 from __future__ import annotations
 
-from mobilezoo.layers import SqueezeExcite
 from mobilezoo.models.mobilenet_v3 import ARCHS, MobileNetV3
 from mobilezoo.weights.keymap import KeyMap, flatten_1x1
-from mobilezoo.weights.keymaps import FamilyWeights, TimmArch, register_family, stage_positions, tag
+from mobilezoo.weights.keymaps import (
+    FamilyWeights,
+    TimmArch,
+    add_timm_inverted_residual,
+    register_family,
+    stage_positions,
+    tag,
+)
 
 
 def timm_keymap(model: MobileNetV3) -> KeyMap:
@@ -27,20 +33,7 @@ def timm_keymap(model: MobileNetV3) -> KeyMap:
     km.add("bn1", "features.0.1")
     positions = stage_positions([row.out for row in ARCHS[model.arch].bnecks])
     for i, (stage, j) in enumerate(positions, start=1):
-        src, dst = f"blocks.{stage}.{j}", f"features.{i}.block"
-        layers = list(model.features[i].block)
-        se = next((k for k, m in enumerate(layers) if isinstance(m, SqueezeExcite)), None)
-        last = len(layers) - 1
-        if layers[0][0].groups == 1:  # expansion 1x1, depthwise, [SE], projection
-            names = {0: ("conv_pw", "bn1"), 1: ("conv_dw", "bn2"), last: ("conv_pwl", "bn3")}
-        else:  # depthwise, [SE], projection: timm's DepthwiseSeparableConv
-            names = {0: ("conv_dw", "bn1"), last: ("conv_pw", "bn2")}
-        for k, (conv, bn) in names.items():
-            km.add(f"{src}.{conv}", f"{dst}.{k}.0")
-            km.add(f"{src}.{bn}", f"{dst}.{k}.1")
-        if se is not None:
-            km.add(f"{src}.se.conv_reduce", f"{dst}.{se}.fc1")
-            km.add(f"{src}.se.conv_expand", f"{dst}.{se}.fc2")
+        add_timm_inverted_residual(km, f"blocks.{stage}.{j}", f"features.{i}.block", model.features[i].block)
     last_conv = len(positions) + 1
     km.add(f"blocks.{positions[-1][0] + 1}.0.conv", f"features.{last_conv}.0")
     km.add(f"blocks.{positions[-1][0] + 1}.0.bn1", f"features.{last_conv}.1")
