@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -24,6 +23,7 @@ from mobilezoo.models.efficientnet_lite import (
     round_repeats,
 )
 from mobilezoo.registry import PaperRow, paper_rows
+from tests.models.helpers import calibrated, check_drop_path_exact_in_eval, check_onnx_and_int8_at_an_odd_size
 
 ROWS = [r for r in paper_rows() if r.family == "EfficientNet"]
 VARIANTS = {
@@ -49,20 +49,6 @@ def _counts(name: str, resolution: int) -> tuple[int, int, float]:
     with FlopCounterMode(display=False) as counter:
         model(torch.empty(1, 3, resolution, resolution, device="meta"))
     return params, params - bn, counter.get_total_flops() / 2e6
-
-
-def _calibrated(model: nn.Module) -> nn.Module:
-    """Random BN affine terms and running statistics measured on a random batch, so that the logits are O(1) and
-    depend on the input: equal outputs then mean equal wiring."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-        model.train()(torch.randn(4, 3, 64, 64))
-    return model.eval()
 
 
 def _stages(model: EfficientNet) -> list[nn.Sequential]:
@@ -187,16 +173,7 @@ def test_drop_connect_only_in_training() -> None:
     assert [b.stochastic_depth.p for b in blocks] == pytest.approx(want)
     plain = EfficientNet("b0", num_classes=10, drop_rate=0.0, drop_path_rate=0.0)
     plain.load_state_dict(model.state_dict())  # drop-connect has no parameters
-    x = torch.randn(2, 3, 64, 48)
-    with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x), plain.eval()(x), atol=0, rtol=0)
-        model.train(), plain.train()
-        runs = []
-        for seed in (1, 2):
-            torch.manual_seed(seed)
-            runs.append((model(x), plain(x)))
-    assert not torch.equal(runs[0][0], runs[1][0])  # random masks in training
-    torch.testing.assert_close(runs[0][1], runs[1][1], atol=0, rtol=0)
+    check_drop_path_exact_in_eval(model, plain)
     drop = StochasticDepth(0.5).train()
     dropped = drop(torch.ones(1000, 2, 3, 3)).flatten(1)
     assert set(dropped.unique().tolist()) <= {0.0, 2.0} and (dropped == dropped[:, :1]).all()
@@ -209,7 +186,7 @@ def test_torchvision_b0_parity() -> None:
     """torchvision's efficientnet_b0: the same keys, its state_dict loads strict, the same logits at two resolutions;
     and torchvision loads ours back."""
     torch.manual_seed(0)
-    theirs = _calibrated(torchvision.models.efficientnet_b0())
+    theirs = calibrated(torchvision.models.efficientnet_b0())
     ours = create_model("efficientnet_b0")
     assert list(ours.state_dict()) == list(theirs.state_dict())
     load_weights(ours, theirs.state_dict(), strict=True)
@@ -249,24 +226,8 @@ def test_bn_settings_and_tf_padding() -> None:
 
 
 def test_onnx_parity_and_int8_at_an_odd_resolution_and_another_batch(tmp_path) -> None:
-    from mobilezoo.deploy import export_onnx, onnx_parity, onnx_session, quantize
-    from mobilezoo.deploy.calibration import random_batches
-
     torch.manual_seed(0)
-    model = _calibrated(create_model("efficientnet_lite0", num_classes=10))
-    x = torch.randn(3, 3, 65, 65)  # both exported at batch 1
-    with torch.no_grad():
-        want = model(x)
-    assert (want[0] - want[1]).abs().max() > 0.05  # O(1) logits that depend on the input
-    r = export_onnx(model, tmp_path / "e.onnx", resolution=65, check_batch=3)
-    assert r.max_abs_diff <= 1e-4 and onnx_parity(r.path, model, x) <= 1e-4
-    q = quantize(
-        model, random_batches(3, (65, 65), num_images=8, batch_size=4), out_path=tmp_path / "q.onnx", resolution=65
-    )
-    got = onnx_session(q.path, threads=1).run(None, {"input": x.numpy()})[0]
-    assert got.shape == (3, 10) and np.isfinite(got).all()
-    # random weights and noise calibration: int8 tracks fp32 (correlation 0.97-0.99 measured) without matching it
-    assert np.corrcoef(got.ravel(), want.numpy().ravel())[0, 1] > 0.9
+    check_onnx_and_int8_at_an_odd_size(calibrated(create_model("efficientnet_lite0", num_classes=10)), tmp_path)
 
 
 def test_bad_arguments() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,6 +14,7 @@ from mobilezoo import create_model, list_models, model_card
 from mobilezoo.layers import SqueezeExcite
 from mobilezoo.models.ghostnet import GhostBottleneck, GhostModule, GhostNet, se_channels
 from mobilezoo.registry import PaperRow, paper_rows
+from tests.models.helpers import calibrated, check_onnx_and_int8_at_an_odd_size
 
 ROWS = [r for r in paper_rows() if r.family == "GhostNet"]
 VARIANTS = {
@@ -36,20 +36,6 @@ def _counts(name: str, resolution: int) -> tuple[int, int, float]:
     with FlopCounterMode(display=False) as counter:
         model(torch.empty(1, 3, resolution, resolution, device="meta"))
     return params, params - bn, counter.get_total_flops() / 2e6
-
-
-def _calibrated(model: nn.Module) -> nn.Module:
-    """Random BN affine terms and running statistics measured on a random batch, so that the logits are O(1) and
-    depend on the input."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-        model.train()(torch.randn(4, 3, 64, 64))
-    return model.eval()
 
 
 def test_every_row_is_registered() -> None:
@@ -205,24 +191,8 @@ def test_widths_head_and_features() -> None:
 
 
 def test_onnx_parity_and_int8_at_an_odd_resolution_and_another_batch(tmp_path) -> None:
-    from mobilezoo.deploy import export_onnx, onnx_parity, onnx_session, quantize
-    from mobilezoo.deploy.calibration import random_batches
-
     torch.manual_seed(0)
-    model = _calibrated(create_model("ghostnet_x0_5", num_classes=10))
-    x = torch.randn(3, 3, 65, 65)  # both exported at batch 1
-    with torch.no_grad():
-        want = model(x)
-    assert (want[0] - want[1]).abs().max() > 0.05  # O(1) logits that depend on the input
-    r = export_onnx(model, tmp_path / "g.onnx", resolution=65, check_batch=3)
-    assert r.max_abs_diff <= 1e-4 and onnx_parity(r.path, model, x) <= 1e-4
-    q = quantize(
-        model, random_batches(3, (65, 65), num_images=8, batch_size=4), out_path=tmp_path / "q.onnx", resolution=65
-    )
-    got = onnx_session(q.path, threads=1).run(None, {"input": x.numpy()})[0]
-    assert got.shape == (3, 10) and np.isfinite(got).all()
-    # random weights and noise calibration: int8 tracks fp32 (correlation 0.97-0.99 measured) without matching it
-    assert np.corrcoef(got.ravel(), want.numpy().ravel())[0, 1] > 0.9
+    q = check_onnx_and_int8_at_an_odd_size(calibrated(create_model("ghostnet_x0_5", num_classes=10)), tmp_path)
     assert q.rewrites["uint8-hardsigmoid"] == 7  # every SE gate computed on uint8
 
 

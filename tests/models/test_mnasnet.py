@@ -18,6 +18,7 @@ from mobilezoo.benchmark.harness import torchvision_counterpart
 from mobilezoo.layers import SqueezeExcite
 from mobilezoo.models.mnasnet import BN_SETTINGS, MnasBlock, MnasNet, SepConvResidual, se_channels
 from mobilezoo.registry import PaperRow, paper_rows
+from tests.models.helpers import calibrated
 
 ROWS = [r for r in paper_rows() if r.family == "MnasNet"]
 A1 = {1.4: "mnasnet_a1_x1_4", 1.0: "mnasnet_a1_x1_0", 0.75: "mnasnet_a1_x0_75", 0.5: "mnasnet_a1_x0_5"}
@@ -109,27 +110,13 @@ def test_unpublished_architectures_are_not_registered() -> None:
     assert list_models("mnasnet*") == sorted([*A1.values(), *B1.values(), "mnasnet_small"])
 
 
-def _calibrated(model: nn.Module) -> nn.Module:
-    """Random BN affine terms and running statistics measured on a random batch (cumulative averages), so that the
-    logits are O(1) and depend on the input: equal outputs then mean equal wiring."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-        model.train()(torch.randn(4, 3, 64, 64))
-    return model.eval()
-
-
 @pytest.mark.parametrize("width", sorted(B1))
 def test_torchvision_parity(width: float) -> None:
     """torchvision's mnasnet{0_5,0_75,1_0,1_3}: the same keys, its state_dict loads strict, the same logits at two
     resolutions; and torchvision loads ours back (our state_dict says version 2, the alpha-scaled stem)."""
     alpha = B1[width].removeprefix("mnasnet_b1_x")
     torch.manual_seed(0)
-    theirs = _calibrated(getattr(torchvision.models, f"mnasnet{alpha}")())
+    theirs = calibrated(getattr(torchvision.models, f"mnasnet{alpha}")())
     ours = create_model(B1[width])
     assert list(ours.state_dict()) == list(theirs.state_dict())
     load_weights(ours, theirs.state_dict(), strict=True)
@@ -172,7 +159,7 @@ def test_bn_settings() -> None:
     assert _bn(create_model("mnasnet_a1_x0_35", bn="torchvision")) == {tv}
     assert _bn(torchvision.models.mnasnet0_5()) == {tv}
     # the same parameters; in eval mode the settings differ only through eps, which changes the outputs
-    tv_bn = _calibrated(create_model("mnasnet_b1_x0_5"))
+    tv_bn = calibrated(create_model("mnasnet_b1_x0_5"))
     paper_bn = create_model("mnasnet_b1_x0_5", bn="paper")
     paper_bn.load_state_dict(tv_bn.state_dict(), strict=True)
     x = torch.randn(1, 3, 64, 64)
@@ -296,7 +283,7 @@ def test_bn_eps_and_sepconv_skip_for_timms_weights() -> None:
     assert _bn(create_model("mnasnet_b1_x0_5", bn_eps=1e-3)) == {(1e-3, 1 - 0.9997)}
     with pytest.raises(ValueError, match="bn_eps must be a number > 0, got 0"):
         create_model("mnasnet_small", bn_eps=0)
-    plain = _calibrated(create_model("mnasnet_small"))
+    plain = calibrated(create_model("mnasnet_small"))
     skip = create_model("mnasnet_small", sepconv_skip=True).eval()
     assert isinstance(skip.layers[3], SepConvResidual) and len(skip.layers) == len(plain.layers) - 4
     # the same tensors in the same order, the SepConv's under layers.3.<i>

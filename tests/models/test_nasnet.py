@@ -22,6 +22,7 @@ from mobilezoo.models.nasnet import (
     drop_path,
 )
 from mobilezoo.registry import paper_row, paper_rows
+from tests.models.helpers import check_drop_path_exact_in_eval
 
 ROW = paper_row("nasnet_a_mobile_4@1056_224")
 LARGE = paper_row("nasnet_a_large_6@4032_331")
@@ -214,16 +215,7 @@ def test_drop_path_only_in_training() -> None:
     assert [c.drop_prob for c in model.cells.values()] == pytest.approx([0.2 * (k + 1) / 16 for k in range(16)])
     plain = NASNetAMobile(num_classes=10, drop_rate=0.0)
     plain.load_state_dict(model.state_dict())  # drop path has no parameters
-    x = torch.randn(2, 3, 64, 48)
-    with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x), plain.eval()(x), atol=0, rtol=0)
-        model.train(), plain.train()
-        runs = []
-        for seed in (1, 2):
-            torch.manual_seed(seed)
-            runs.append((model(x), plain(x)))
-    assert not torch.equal(runs[0][0], runs[1][0])  # random masks in training
-    torch.testing.assert_close(runs[0][1], runs[1][1], atol=0, rtol=0)  # and nothing random without them
+    check_drop_path_exact_in_eval(model, plain)
     t = torch.ones(1000, 2, 3, 3)
     assert drop_path(t, 0.5, training=False) is t
     dropped = drop_path(t, 0.5, training=True)
