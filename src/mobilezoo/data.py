@@ -19,7 +19,7 @@ fail to decode are skipped with a warning; the collate function counts them for 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -268,13 +268,16 @@ class SeededDataset(Dataset):
             gen.set_state(state)
 
 
-def collate_skipping(batch: Sequence[Any]) -> tuple[Tensor, Tensor, int]:
-    """Stack ``(image, label)`` samples, dropping the ``None`` of undecodable images; returns (x, y, skipped)."""
+def collate_skipping(
+    batch: Sequence[Any], stack: Callable[[list[Any]], Tensor] = torch.stack
+) -> tuple[Tensor, Tensor, int]:
+    """Stack ``(image, label)`` samples, dropping the ``None`` of undecodable images; returns (x, y, skipped).
+    ``stack`` turns the kept images into the batch tensor (:meth:`BatchedAugment.collate` augments them there)."""
     kept = [s for s in batch if s is not None]
     skipped = len(batch) - len(kept)
     if not kept:
         return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
-    x = torch.stack([s[0] for s in kept])
+    x = stack([s[0] for s in kept])
     y = torch.tensor([s[1] for s in kept], dtype=torch.long)
     return x, y, skipped
 
@@ -517,13 +520,7 @@ class BatchedAugment:
 
     def collate(self, batch: Sequence[Any]) -> tuple[Tensor, Tensor, int]:
         """:func:`collate_skipping` for ``(CropSample, label)`` samples: (x, y, skipped), x augmented."""
-        kept = [s for s in batch if s is not None]
-        skipped = len(batch) - len(kept)
-        if not kept:
-            return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
-        x = self.apply([s[0] for s in kept])
-        y = torch.tensor([s[1] for s in kept], dtype=torch.long)
-        return x, y, skipped
+        return collate_skipping(batch, stack=self.apply)
 
 
 def load_split(data: str | Path, split: str, transform: Any = None, in_chans: int = 3) -> Dataset:
