@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from mobilezoo.detection import CanvasConfig, DetectionTrainConfig, DigitCanvase
 from mobilezoo.detection.io import load_detector, read_detector_metadata
 from mobilezoo.detection.train import load_detection_config, resume_detection_config
 from mobilezoo.weights import read_state_dict
+from tests.torchrun import torchrun_mobilezoo
 
 TINY = CanvasConfig(size=64, digits=(1, 2), scale=(16, 40))
 
@@ -238,22 +236,10 @@ def test_a_batch_that_does_not_split_over_the_processes(monkeypatch) -> None:
 
 def test_torchrun_two_processes_train_and_write_one_run_folder(tmp_path: Path) -> None:
     run = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "mobilezoo",
-        "detect",
-        "train",
-        *("--steps", "2", "--batch-size", "4", "--canvas-size", "64", "--val-canvases", "2", "--log-every", "1"),
-        *("--warmup-steps", "1", "--checkpoint-every", "1", "--out", str(run)),
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun_mobilezoo(
+        *("detect", "train", "--steps", "2", "--batch-size", "4", "--canvas-size", "64", "--val-canvases", "2"),
+        *("--log-every", "1", "--warmup-steps", "1", "--checkpoint-every", "1", "--out", str(run)),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("step 2/2") == 1 and done.stdout.count("AP50") == 1  # rank 0 alone reports
     assert json.loads((run / "last.json").read_text())["step"] == 2

@@ -14,6 +14,7 @@ from mobilezoo.train.checkpoint import atomic_save_weights, load_checkpoint
 from mobilezoo.train.ema import ModelEma
 from mobilezoo.train.evaluate import read_spec, recalibrate_bn
 from mobilezoo.weights import WeightsMismatchError, read_state_dict
+from tests.torchrun import torchrun_mobilezoo
 from tests.train.conftest import TINY
 
 RUNNER = """
@@ -106,23 +107,13 @@ def test_ddp_two_processes_equal_single_process_with_accumulation(tmp_path, one_
     # no dropout: each rank draws its own masks, which no single process reproduces; augmentations are per-sample
     cfg = {**TINY, "epochs": 1, "drop_rate": 0.0}
     single = train(TrainConfig(**{**cfg, "accum_steps": 2, "out": str(tmp_path / "single")}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "mobilezoo",
+    done = torchrun_mobilezoo(
         "train",
         "--out",
         str(tmp_path / "ddp"),
         "--no-progress",
         *[f"--set={k}={json.dumps(v)}" for k, v in cfg.items()],
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = final_weights(tmp_path / "single", 6), final_weights(tmp_path / "ddp", 6)
     params = [k for k in a if "running_" not in k and "num_batches" not in k]
