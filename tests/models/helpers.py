@@ -60,3 +60,19 @@ def check_drop_path_exact_in_eval(model: nn.Module, plain: nn.Module) -> None:
             runs.append((model(x), plain(x)))
     assert not torch.equal(runs[0][0], runs[1][0])  # random masks in training
     torch.testing.assert_close(runs[0][1], runs[1][1], atol=0, rtol=0)  # and nothing random without them
+
+
+def counts(name: str, resolution: int, **kwargs: Any) -> tuple[int, int, float]:
+    """Params, params without BN gamma/beta, and MAdds in millions (FlopCounterMode / 2) of the registered model
+    ``name`` (built with ``kwargs``) at batch 1 and ``resolution``, on meta."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mobilezoo import create_model
+
+    with torch.device("meta"):
+        model = create_model(name, **kwargs).eval()
+    params = sum(p.numel() for p in model.parameters())
+    bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, resolution, resolution, device="meta"))
+    return params, params - bn, counter.get_total_flops() / 2e6

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from mobilezoo import create_model, list_models, load_weights, model_card
 from mobilezoo.layers import Conv2dSame, SqueezeExcite
@@ -23,7 +22,7 @@ from mobilezoo.models.efficientnet_lite import (
     round_repeats,
 )
 from mobilezoo.registry import PaperRow, paper_rows
-from tests.models.helpers import calibrated, check_drop_path_exact_in_eval, check_onnx_and_int8_at_an_odd_size
+from tests.models.helpers import calibrated, check_drop_path_exact_in_eval, check_onnx_and_int8_at_an_odd_size, counts
 
 ROWS = [r for r in paper_rows() if r.family == "EfficientNet"]
 VARIANTS = {
@@ -38,17 +37,6 @@ LITES = [n for n in VARIANTS.values() if "lite" in n]
 # the row whose exact count the reference withholds, derived here from the architecture (== timm efficientnet_lite3
 # == tf_efficientnet_lite3): (params, params without BN gamma/beta, MAdds in millions at 280)
 WITHHELD = {"efficientnet_lite3_280": (8_197_096, 8_120_424, 1383.32)}
-
-
-def _counts(name: str, resolution: int) -> tuple[int, int, float]:
-    """Params, params without BN gamma/beta, and MAdds in millions (FlopCounterMode / 2) at batch 1, on meta."""
-    with torch.device("meta"):
-        model = create_model(name).eval()
-    params = sum(p.numel() for p in model.parameters())
-    bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
-    with FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, resolution, resolution, device="meta"))
-    return params, params - bn, counter.get_total_flops() / 2e6
 
 
 def _stages(model: EfficientNet) -> list[nn.Sequential]:
@@ -69,7 +57,7 @@ def test_every_row_is_registered_at_its_native_resolution() -> None:
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.counted_params is not None], ids=lambda r: r.variant)
 def test_counts_match_paper_numbers(row: PaperRow) -> None:
-    params, params_no_bn, madds = _counts(VARIANTS[row.variant], row.resolution)
+    params, params_no_bn, madds = counts(VARIANTS[row.variant], row.resolution)
     assert params == row.counted_params
     assert madds == pytest.approx(row.counted_madds_m, rel=0.005)
     no_bn = re.search(r"\[impl params without BN gamma/beta: (\d+)\]", row.notes)
@@ -83,7 +71,7 @@ def test_withheld_lite3_count() -> None:
     and its 1.44B is 4.1% above the count (the README's gap, +3.4% to +5.7% over Lite0-4)."""
     row = next(r for r in ROWS if r.variant == "efficientnet_lite3_280")
     assert row.counted_params is None and row.counted_madds_m is None  # the csv keeps the reference's blanks
-    params, params_no_bn, madds = _counts("efficientnet_lite3", row.resolution)
+    params, params_no_bn, madds = counts("efficientnet_lite3", row.resolution)
     want_params, want_no_bn, want_madds = WITHHELD[row.variant]
     assert (params, params_no_bn) == (want_params, want_no_bn)
     assert madds == pytest.approx(want_madds, abs=0.005)

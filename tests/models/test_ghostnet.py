@@ -8,13 +8,12 @@ import re
 import pytest
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from mobilezoo import create_model, list_models, model_card
 from mobilezoo.layers import SqueezeExcite
 from mobilezoo.models.ghostnet import GhostBottleneck, GhostModule, GhostNet, se_channels
 from mobilezoo.registry import PaperRow, paper_rows
-from tests.models.helpers import calibrated, check_onnx_and_int8_at_an_odd_size
+from tests.models.helpers import calibrated, check_onnx_and_int8_at_an_odd_size, counts
 
 ROWS = [r for r in paper_rows() if r.family == "GhostNet"]
 VARIANTS = {
@@ -25,17 +24,6 @@ VARIANTS = {
 # the row whose exact count the reference withholds, derived here from the architecture (== timm ghostnet_130):
 # (params, params without BN gamma/beta, MAdds in millions at 224)
 WITHHELD = {"ghostnet_1.3_224": (7_358_820, 7_330_284, 227.00)}
-
-
-def _counts(name: str, resolution: int) -> tuple[int, int, float]:
-    """Params, params without BN gamma/beta, and MAdds in millions (FlopCounterMode / 2) at batch 1, on meta."""
-    with torch.device("meta"):
-        model = create_model(name).eval()
-    params = sum(p.numel() for p in model.parameters())
-    bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
-    with FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, resolution, resolution, device="meta"))
-    return params, params - bn, counter.get_total_flops() / 2e6
 
 
 def test_every_row_is_registered() -> None:
@@ -51,7 +39,7 @@ def test_every_row_is_registered() -> None:
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.counted_params is not None], ids=lambda r: r.variant)
 def test_counts_match_paper_numbers(row: PaperRow) -> None:
-    params, params_no_bn, madds = _counts(VARIANTS[row.variant], row.resolution)
+    params, params_no_bn, madds = counts(VARIANTS[row.variant], row.resolution)
     assert params == row.counted_params
     assert madds == pytest.approx(row.counted_madds_m, rel=0.005)
     no_bn = re.search(r"\[impl params without BN gamma/beta: (\d+)\]", row.notes)
@@ -67,7 +55,7 @@ def test_withheld_1_3x_count() -> None:
     MAdds +0.4%, params +0.8% (the count without BN would round to the paper's 7.3M, the full one to 7.4M)."""
     row = next(r for r in ROWS if r.variant == "ghostnet_1.3_224")
     assert row.counted_params is None and row.counted_madds_m is None  # the csv keeps the reference's blanks
-    params, params_no_bn, madds = _counts("ghostnet_x1_3", row.resolution)
+    params, params_no_bn, madds = counts("ghostnet_x1_3", row.resolution)
     want_params, want_no_bn, want_madds = WITHHELD[row.variant]
     assert (params, params_no_bn) == (want_params, want_no_bn)
     assert madds == pytest.approx(want_madds, abs=0.005)

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from mobilezoo import create_model, list_models, load_weights, model_card
 from mobilezoo import weights as wts
@@ -18,7 +17,7 @@ from mobilezoo.benchmark.harness import torchvision_counterpart
 from mobilezoo.layers import SqueezeExcite
 from mobilezoo.models.mnasnet import BN_SETTINGS, MnasBlock, MnasNet, SepConvResidual, se_channels
 from mobilezoo.registry import PaperRow, paper_rows
-from tests.models.helpers import calibrated
+from tests.models.helpers import calibrated, counts
 
 ROWS = [r for r in paper_rows() if r.family == "MnasNet"]
 A1 = {1.4: "mnasnet_a1_x1_4", 1.0: "mnasnet_a1_x1_0", 0.75: "mnasnet_a1_x0_75", 0.5: "mnasnet_a1_x0_5"}
@@ -45,17 +44,6 @@ WITHHELD = {
 UNPUBLISHED = {"mnasnet_a2_224", "mnasnet_a3_224", "mnasnet_search1_224"}
 
 
-def _counts(name: str, resolution: int, **kwargs) -> tuple[int, int, float]:
-    """Params, params without BN gamma/beta, and MAdds in millions (FlopCounterMode / 2) at batch 1, on meta."""
-    with torch.device("meta"):
-        model = create_model(name, **kwargs).eval()
-    params = sum(p.numel() for p in model.parameters())
-    bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
-    with FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, resolution, resolution, device="meta"))
-    return params, params - bn, counter.get_total_flops() / 2e6
-
-
 def test_every_row_is_mapped_or_unpublished() -> None:
     assert {r.variant for r in ROWS} == set(VARIANTS) | UNPUBLISHED
     assert len(ROWS) == 36  # the reference's MnasNet rows, all of them
@@ -64,7 +52,7 @@ def test_every_row_is_mapped_or_unpublished() -> None:
 @pytest.mark.parametrize("row", [r for r in ROWS if r.counted_params is not None], ids=lambda r: r.variant)
 def test_counts_match_paper_numbers(row: PaperRow) -> None:
     name, kwargs = VARIANTS[row.variant]
-    params, params_no_bn, madds = _counts(name, row.resolution, **kwargs)
+    params, params_no_bn, madds = counts(name, row.resolution, **kwargs)
     assert params == row.counted_params
     assert madds == pytest.approx(row.counted_madds_m, rel=0.005)
     no_bn = re.search(r"\[impl params without BN gamma/beta: (\d+)\]", row.notes)
@@ -73,14 +61,14 @@ def test_counts_match_paper_numbers(row: PaperRow) -> None:
 
 
 @pytest.mark.parametrize("variant", sorted(WITHHELD))
-def test_withheld_counts(variant: str) -> None:
+def test_withheldcounts(variant: str) -> None:
     """The withheld rows, pinned, and how they compare with the paper: A1 0.35 counts 1.75M / 61.68M against Table 4's
     1.7M / 63M (+2.1%, the README's 63.2 +2.5%: the gap of every README figure at this width); small counts 2.03M /
     68.34M against the paper's 2.0M / 68M."""
     row = next(r for r in ROWS if r.variant == variant)
     assert row.counted_params is None and row.counted_madds_m is None  # the csv keeps the reference's blanks
     name, kwargs = VARIANTS[variant]
-    params, params_no_bn, madds = _counts(name, row.resolution, **kwargs)
+    params, params_no_bn, madds = counts(name, row.resolution, **kwargs)
     want_params, want_no_bn, want_madds = WITHHELD[variant]
     assert (params, params_no_bn) == (want_params, want_no_bn)
     assert madds == pytest.approx(want_madds, abs=0.005)

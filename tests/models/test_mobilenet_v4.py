@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from mobilezoo import create_model, list_models, model_card
 from mobilezoo.deploy import onnx_session
@@ -26,6 +25,7 @@ from mobilezoo.models.mobilenet_v4 import (
     UniversalInvertedBottleneck,
 )
 from mobilezoo.registry import PaperRow, paper_rows
+from tests.models.helpers import counts
 
 ROWS = [r for r in paper_rows() if r.family == "MobileNetV4"]
 VARIANTS = {
@@ -38,17 +38,6 @@ NOT_BUILT = {"mnv4_hybrid_m_256", "mnv4_hybrid_l_384"}
 BN = {"bn_eps": 1e-5, "bn_momentum": 0.1}
 
 
-def _counts(name: str, resolution: int) -> tuple[int, int, float]:
-    """Params, params without BN gamma/beta, and MAdds in millions (FlopCounterMode / 2) at batch 1, on meta."""
-    with torch.device("meta"):
-        model = create_model(name).eval()
-    params = sum(p.numel() for p in model.parameters())
-    bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
-    with FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, resolution, resolution, device="meta"))
-    return params, params - bn, counter.get_total_flops() / 2e6
-
-
 def test_every_row_is_mapped_or_not_built() -> None:
     assert {r.variant for r in ROWS} == set(VARIANTS) | NOT_BUILT
     assert list_models("mobilenet_v4*") == sorted(VARIANTS.values())
@@ -58,7 +47,7 @@ def test_every_row_is_mapped_or_not_built() -> None:
 @pytest.mark.parametrize("row", [r for r in ROWS if r.variant in VARIANTS], ids=lambda r: r.variant)
 def test_counts_match_paper_numbers(row: PaperRow) -> None:
     assert row.counted_params is not None and row.counted_madds_m is not None  # no MNv4 count is withheld
-    params, params_no_bn, madds = _counts(VARIANTS[row.variant], row.resolution)
+    params, params_no_bn, madds = counts(VARIANTS[row.variant], row.resolution)
     assert params == row.counted_params
     assert madds == pytest.approx(row.counted_madds_m, rel=0.005)
     no_bn = re.search(r"\[impl params without BN gamma/beta: (\d+)\]", row.notes)
@@ -79,7 +68,7 @@ def test_paper_gaps_are_measured_and_on_the_card(name: str) -> None:
     """Conv-S matches the paper at its rounding (3.8M / 0.2G); Conv-M and Conv-L count 5-6% more params and 8% more
     MAdds than the paper prints, with the TF spec and timm agreeing block for block: the card says so, by how much."""
     card = model_card(name)
-    params, _, madds = _counts(name, card.resolution)
+    params, _, madds = counts(name, card.resolution)
     gap_params = params / (card.paper_params_m * 1e6) - 1
     gap_madds = madds / card.paper_madds_m - 1
     want_params, want_madds = GAPS[name]
@@ -95,7 +84,7 @@ def test_paper_gaps_are_measured_and_on_the_card(name: str) -> None:
 
 def test_medium_at_224_is_not_the_papers_figure_either() -> None:
     """The csv's note for Conv-M: 827.65M at 224; the paper's 1.0G lies between 224 and 256, at neither."""
-    assert _counts("mobilenet_v4_conv_medium", 224)[2] == pytest.approx(827.65, abs=0.01)
+    assert counts("mobilenet_v4_conv_medium", 224)[2] == pytest.approx(827.65, abs=0.01)
     assert "827.65M at 224" in model_card("mobilenet_v4_conv_medium").notes
 
 
