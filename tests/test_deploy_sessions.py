@@ -60,6 +60,12 @@ def test_openvino_model_matches_pytorch_in_f32(onnx_file) -> None:
     got = openvino_model(path, threads=1, precision="f32").run(x.numpy())
     scale = np.abs(want).max()
     assert np.abs(got - want).max() <= 1e-4 * scale
+    # compiled for the one shape it serves: the same numbers, and another shape is refused by name
+    static = openvino_model(path, threads=1, precision="f32", input_shape=(2, 3, 32, 32))
+    assert static.input_shape == (2, 3, 32, 32)
+    assert np.abs(static.run(x.numpy()) - want).max() <= 1e-4 * scale
+    with pytest.raises(ValueError, match=r"compiled for input shape \(2, 3, 32, 32\), got \(1, 3, 32, 32\)"):
+        static.run(x[:1].numpy())
 
 
 @pytest.mark.skipif(package_version("openvino") is None, reason="openvino not installed")
@@ -70,6 +76,10 @@ def test_openvino_model_bad_arguments(onnx_file, tmp_path) -> None:
         openvino_model(onnx_file, hint="fast")
     with pytest.raises(FileNotFoundError, match="nope.onnx"):
         openvino_model(tmp_path / "nope.onnx")
+    with pytest.raises(ValueError, match=r"input_shape must be four positive integers .* got \(1, 3, 32\)"):
+        openvino_model(onnx_file, input_shape=(1, 3, 32))
+    with pytest.raises(ValueError, match="cannot take input shape"):
+        openvino_model(onnx_file, input_shape=(1, 4, 32, 32))  # the file's channel count is fixed at 3
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="OpenVINO cannot read"):

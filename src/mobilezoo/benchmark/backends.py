@@ -218,10 +218,13 @@ def _onnxruntime_int8(
     return _session(path, x, threads, note, "int8 weights and activations (QDQ), float32 input/output", streamed)
 
 
+_OPENVINO_NOTE = ", latency hint, compiled for the input shape (static shapes: see openvino_model)"
+
+
 def _openvino_run(path: Path, x: Tensor, threads: int, precision: str) -> Callable[[], Any]:
     from mobilezoo.deploy import openvino_model
 
-    compiled = openvino_model(path, threads, precision=precision)
+    compiled = openvino_model(path, threads, precision=precision, input_shape=tuple(x.shape))  # static: faster
     arr = x.numpy()
     try:
         compiled.run(arr)  # OpenVINO compiles some kernels on the first call, and may fail there
@@ -234,7 +237,7 @@ def _openvino_run(path: Path, x: Tensor, threads: int, precision: str) -> Callab
 def _openvino(model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path) -> Prepared:
     path, note = _onnx_file(model, x, tmp)
     # f32: OpenVINO otherwise computes in bf16 on CPUs that have it, changing the numbers
-    return Prepared(_openvino_run(path, x, threads, "f32"), notes=note + "; OpenVINO CPU, f32, latency hint")
+    return Prepared(_openvino_run(path, x, threads, "f32"), notes=note + "; OpenVINO CPU, f32" + _OPENVINO_NOTE)
 
 
 def _openvino_bf16(model: nn.Module, x: Tensor, dev: torch.device, threads: int, tmp: Path) -> Prepared:
@@ -242,7 +245,7 @@ def _openvino_bf16(model: nn.Module, x: Tensor, dev: torch.device, threads: int,
     return Prepared(
         _openvino_run(path, x, threads, "bf16"),
         dtype="bfloat16 compute, float32 input/output",
-        notes=note + "; OpenVINO CPU, bf16 inference precision (its default on this CPU), latency hint",
+        notes=note + "; OpenVINO CPU, bf16 inference precision (its default on this CPU)" + _OPENVINO_NOTE,
     )
 
 
@@ -251,7 +254,7 @@ def _openvino_int8(model: nn.Module, x: Tensor, dev: torch.device, threads: int,
     return Prepared(
         _openvino_run(path, x, threads, "f32"),
         dtype="int8 weights and activations (QDQ), float32 input/output",
-        notes=note + "; OpenVINO CPU (the QDQ model as ONNX Runtime's int8 backend gets it), latency hint",
+        notes=note + "; OpenVINO CPU (the QDQ model as ONNX Runtime's int8 backend gets it)" + _OPENVINO_NOTE,
     )
 
 

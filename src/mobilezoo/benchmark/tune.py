@@ -62,7 +62,7 @@ def tune_float_stem(
     for label, exclude in (("float-stem", ("float-stem", "last-gemm")), ("all-int8", ("last-gemm",))):
         q = quantize(onnx_path, calib, out_path=folder / f"{label}.onnx", exclude=exclude, target=runtime)
         if runtime == "openvino":
-            compiled = openvino_model(q.path, threads)
+            compiled = openvino_model(q.path, threads, input_shape=x.shape)  # as the benchmark compiles it
             runs[label] = lambda c=compiled: c.run(x)
         else:
             s = onnx_session(q.path, threads, spin=FAIR_SPIN)
