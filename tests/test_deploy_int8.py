@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from mobilezoo import create_model
 from mobilezoo.deploy import compare_accuracy, export_onnx, onnx_session, quantize
 from mobilezoo.deploy.calibration import image_batches, labelled, random_batches
-from mobilezoo.deploy.int8_rewrites import avgpool_as_conv, uint8_hardsigmoid
+from mobilezoo.deploy.int8_rewrites import avgpool_as_conv, float_logits, uint8_hardsigmoid
 
 # --------------------------------------------------------------------------------------------- accuracy on the digits
 
@@ -36,9 +36,10 @@ def test_int8_keeps_top1_within_one_point(name: str, tmp_path) -> None:
     assert acc.agreement >= 95.0, acc.to_dict()
     # the fp32 ONNX file is the PyTorch model
     assert compare_accuracy(model, q.fp32_path, val).agreement == 100.0
+    assert q.rewrites["float-logits"] == 1 and not any(k.startswith(("Gemm:", "MatMul:")) for k in q.nodes_kept_float)
     if name == "mobilenet_v3_small":  # beyond the float stem, every hard-swish and SE gate computed on uint8
         assert q.rewrites["uint8-hardsigmoid"] == 26
-        assert all(k.startswith("Gemm:") or k.split(":", 1)[1].startswith(STEM) for k in q.nodes_kept_float)
+        assert all(k.split(":", 1)[1].startswith(STEM) for k in q.nodes_kept_float)
 
 
 # ------------------------------------------------------------------------------------------------- quantize options
@@ -50,15 +51,16 @@ def test_quantize_defaults_options_and_bad_input(tmp_path) -> None:
     model = create_model("mobilenet_v3_small", num_classes=10).eval()
     cal = random_batches(3, (32, 32), num_images=8, batch_size=4)
     q = quantize(model, cal, out_path=tmp_path / "d.onnx", resolution=32)
-    # MobileNetV3's stem and first block stay in float (the hard-swish's unnamed nodes are named after it)
-    assert q.rewrites == {"avgpool-as-conv": 0, "uint8-hardsigmoid": 26}
+    # MobileNetV3's stem and first block stay in float (the hard-swish's unnamed nodes are named after it); the
+    # classifier is int8, its logits left unrounded
+    assert q.rewrites == {"avgpool-as-conv": 0, "uint8-hardsigmoid": 26, "float-logits": 1}
     assert {f"{STEM[0]}features.0.2/HardSwish/{op}" for op in ("HardSigmoid", "Mul")} <= set(q.excluded)
-    assert all(n.startswith(STEM) for n in q.excluded[:-1]) and "Gemm" in q.excluded[-1]
-    assert q.nodes_kept_float[0].startswith("Conv:") and q.nodes_kept_float[-1].startswith("Gemm:")
-    stem = [k for k in q.nodes_kept_float if k.split(":", 1)[1].startswith(STEM)]
-    assert len(stem) == len(q.nodes_kept_float) - 1 >= 9
+    assert all(n.startswith(STEM) for n in q.excluded)
+    assert q.nodes_kept_float[0].startswith("Conv:")
+    assert all(k.split(":", 1)[1].startswith(STEM) for k in q.nodes_kept_float) and len(q.nodes_kept_float) >= 9
     head = quantize(q.fp32_path, cal, out_path=tmp_path / "h.onnx", exclude=["last-gemm"])
     assert head.rewrites["uint8-hardsigmoid"] == 28 and [k.split(":")[0] for k in head.nodes_kept_float] == ["Gemm"]
+    assert head.rewrites["float-logits"] == 0  # a float classifier's output was never rounded
     everything = quantize(q.fp32_path, cal, out_path=tmp_path / "all.onnx", exclude=None)
     assert everything.excluded == () and everything.nodes_kept_float == ()
     raw = quantize(q.fp32_path, cal, out_path=tmp_path / "raw.onnx", rewrites=(), exclude=["last-gemm"])
@@ -103,14 +105,15 @@ def test_float_stem_warns_when_the_graph_does_not_name_its_modules(tmp_path) -> 
     cal = random_batches(3, (32, 32), num_images=4, batch_size=4)
     with pytest.warns(UserWarning, match="float-stem"):
         q = quantize(tmp_path / "renamed.onnx", cal, out_path=tmp_path / "q.onnx")
-    assert q.rewrites["uint8-hardsigmoid"] == 28  # nothing kept in float but the classifier
+    assert q.rewrites["uint8-hardsigmoid"] == 28  # nothing kept in float
 
 
-def test_shufflenet_v1_int8_has_no_average_pool_and_only_the_head_in_float(tmp_path) -> None:
+def test_shufflenet_v1_int8_has_no_average_pool_and_only_the_global_pool_in_float(tmp_path) -> None:
     cal = random_batches(3, (64, 64), num_images=8, batch_size=4)
     q = quantize(create_model("shufflenet_v1_g3_x1_0"), cal, out_path=tmp_path / "s.onnx", resolution=64)
     assert q.rewrites["avgpool-as-conv"] == 3  # the three stride-2 shortcuts
-    assert [k.split(":")[0] for k in q.nodes_kept_float] == ["ReduceMean", "MatMul"]  # global pool and classifier
+    assert q.rewrites["float-logits"] == 1  # its classifier is a MatMul + Add: int8, with float logits
+    assert [k.split(":")[0] for k in q.nodes_kept_float] == ["ReduceMean"]  # the global pool
     assert "AveragePool" not in {n.op_type for n in onnx.load(str(q.path)).graph.node}
 
 
@@ -190,6 +193,52 @@ def test_uint8_hardsigmoid_leaves_other_graphs_alone() -> None:
     del model.graph.node[3].input[1:]
     assert uint8_hardsigmoid(model) == 0
     assert "HardSigmoid" in {n.op_type for n in model.graph.node}
+
+
+def _classifier_graph(also_used: bool = False) -> onnx.ModelProto:
+    """x -> Q/DQ -> Gemm with Q/DQ int8 weights -> Q -> DQ -> y, as ONNX Runtime's quantizer writes a classifier."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["x_q"]),
+        helper.make_node("DequantizeLinear", ["x_q", "x_s", "x_z"], ["x_dq"]),
+        helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"]),
+        helper.make_node("Gemm", ["x_dq", "w", "b"], ["logits"], transB=1, name="fc"),
+        helper.make_node("QuantizeLinear", ["logits", "y_s", "y_z"], ["y_q"]),
+        helper.make_node("DequantizeLinear", ["y_q", "y_s", "y_z"], ["y"]),
+    ]
+    outputs = ["y", "logits"] if also_used else ["y"]
+    graph = helper.make_graph(
+        nodes,
+        "classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 10]) for n in outputs],
+        initializer=[
+            _init("x_s", 4 / 255, np.float32),
+            _init("x_z", 0, np.uint8),
+            numpy_helper.from_array(rng.integers(-127, 128, (10, 16)).astype(np.int8), "w_q"),
+            _init("w_s", 0.01, np.float32),
+            numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "b"),
+            _init("y_s", 0.2, np.float32),  # the logits span about +-20: on this grid, unclipped
+            _init("y_z", 128, np.uint8),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_float_logits_drops_the_output_rounding_only(tmp_path) -> None:
+    model = _classifier_graph()
+    x = np.random.default_rng(1).uniform(0, 4, (64, 16)).astype(np.float32)
+    (rounded,) = _run(model, tmp_path, x, "rounded")
+    assert float_logits(model) == 1
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["QuantizeLinear", "DequantizeLinear", "DequantizeLinear", "Gemm"]
+    (logits,) = _run(model, tmp_path, x, "float")
+    # the int8 product, unrounded: the logits were on a 0.2 grid before, are within half a step of it now, and off it
+    assert np.abs(logits - rounded).max() <= 0.1 + 1e-5
+    assert len(np.unique(rounded)) <= 256 and len(np.unique(logits)) == logits.size == 640
+    assert float_logits(model) == 0  # nothing left to rewrite
+    shared = _classifier_graph(also_used=True)  # the float logits are a graph output too: the pair stays
+    assert float_logits(shared) == 0 and len(shared.graph.node) == 6
 
 
 def _pool_graph(**attrs) -> onnx.ModelProto:

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=int, default=256)
     p.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor instead of per channel")
     p.add_argument("--exclude", nargs="*", default=None,
-                   help="nodes kept in float: op types, node names, first-conv, float-stem, float-stem-if-faster, last-gemm (default: float-stem-if-faster last-gemm, the stem as this machine's policy says; none given: quantize all)")  # fmt: skip
+                   help="nodes kept in float: op types, node names, first-conv, float-stem, float-stem-if-faster, last-gemm (default: float-stem-if-faster, the stem as this machine's policy says; the classifier is int8 with float logits; none given: quantize all)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_export)
 

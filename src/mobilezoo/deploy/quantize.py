@@ -7,10 +7,14 @@ The defaults are policies of the machine at hand (:mod:`mobilezoo.policies`), ea
   (``vpmaddubsw``), which saturates with 8-bit weights; 8-bit weights where products are summed in int32. On an AMD
   EPYC (AVX2) 8-bit weights cost ShuffleNet V2 4.1 points on the digits and ShuffleNet V1 8.3 (agreement with fp32
   86.4% and 75.9%), and MobileNetV3-Small 1.5 while its stem was quantized; 7-bit ones at most 0.3.
-- ``exclude=("float-stem-if-faster", "last-gemm")``. The classifier stays in float: an int8 classifier cost
-  ShuffleNet V1 7.6 points on the digits (agreement with fp32 76%; 89% with it in float) and the others nothing, for
-  no measurable speed. ``float-stem-if-faster`` keeps the modules :data:`FLOAT_STEM` names for the model's
-  architecture (MobileNetV3's stem conv and first block) in float where :func:`mobilezoo.policies.float_stem` says
+- ``exclude=("float-stem-if-faster",)``: the classifier is int8 too, and the ``float-logits`` rewrite leaves its
+  output unrounded. What an int8 classifier used to cost was the rounding of the logits to 256 levels: on an AMD EPYC
+  (Zen 4) it cost ShuffleNet V1 13.4 points on the digits (agreement with fp32 73%), and the int8 classifier with
+  float logits costs what the float one does, within 0.1 points and 0.1 of agreement for all six families
+  (``benchmarks/results/int8_accuracy_amd.json``). It runs 2-3% faster at batch 1 (its weights are read in int8:
+  MobileNetV2's 1280x1000 classifier holds 37% of the net's weights; OpenVINO and ONNX Runtime, interleaved).
+  ``"last-gemm"`` keeps the classifier in float. ``float-stem-if-faster`` keeps the modules :data:`FLOAT_STEM` names
+  for the model's architecture (MobileNetV3's stem conv and first block) in float where :func:`mobilezoo.policies.float_stem` says
   so for the target runtime (``float-stem`` keeps them in float regardless). On an AMD EPYC with ONNX Runtime the
   int8 stem, a 3-channel 3x3 conv, was slower than fp32 (batch 32, 1 thread: 14.4 ms against 12.5 ms with the
   hard-swish fused in), quantizing the image and moving it to NHWC cost 4.8 ms more, and the stem's hard-swish is
@@ -20,9 +24,9 @@ The defaults are policies of the machine at hand (:mod:`mobilezoo.policies`), ea
   bought no accuracy and made ONNX Runtime run the ShuffleNets' following MaxPool on uint8 in NCHW layout: 43 ms of
   ShuffleNet V2's 208 ms at batch 32.
 - ``rewrites``: :mod:`mobilezoo.deploy.int8_rewrites` computes MobileNetV3's hard-sigmoids on uint8 (ONNX Runtime
-  has no integer HardSigmoid and ran each one in float between a DequantizeLinear and a QuantizeLinear) and turns
+  has no integer HardSigmoid and ran each one in float between a DequantizeLinear and a QuantizeLinear), turns
   ShuffleNet V1's shortcut average pools into depthwise convs (``QLinearAveragePool`` was slower than all its
-  depthwise convs together).
+  depthwise convs together) and leaves the logits in float.
 """
 
 from __future__ import annotations
@@ -41,14 +45,14 @@ import torch
 from torch import nn
 
 from mobilezoo.deploy._common import as_model, output_path
-from mobilezoo.deploy.int8_rewrites import REWRITES, avgpool_as_conv, uint8_hardsigmoid
+from mobilezoo.deploy.int8_rewrites import REWRITES, avgpool_as_conv, float_logits, uint8_hardsigmoid
 from mobilezoo.deploy.onnx_export import DEFAULT_OPSET, architecture, export_onnx, load_onnx
 from mobilezoo.deploy.sessions import onnx_session
 
 METHODS = ("static", "dynamic")
 FORMATS = ("qdq", "qoperator")
 CALIBRATIONS = ("minmax", "percentile", "entropy")
-DEFAULT_EXCLUDE: tuple[str, ...] = ("float-stem-if-faster", "last-gemm")
+DEFAULT_EXCLUDE: tuple[str, ...] = ("float-stem-if-faster",)
 POSITIONS = ("first-conv", "float-stem", "float-stem-if-faster", "last-gemm")
 TARGETS = ("onnxruntime", "openvino")
 # the modules that "float-stem" keeps in float, by the class name export_onnx() records (measured: module docstring)
@@ -297,12 +301,12 @@ def quantize(
     as ``<stem>.fp32.onnx``), a registered model name, or the path of an fp32 ``.onnx`` file. ``calibration_data``
     yields (N, C, H, W) tensors or arrays, or (images, labels) pairs (a DataLoader); static quantization needs it.
     ``exclude`` keeps nodes in float: node names, op types (``"HardSigmoid"``, ``"Mul"``) and positions
-    (``"first-conv"``, ``"float-stem"``, ``"last-gemm"``; the default is ``"float-stem-if-faster"`` and
-    ``"last-gemm"``: the stem kept in float where :func:`mobilezoo.policies.float_stem` says so for ``target``), or
-    None to quantize everything ONNX Runtime can. ``"float-stem"`` needs the architecture and module-path node names
+    (``"first-conv"``, ``"float-stem"``, ``"last-gemm"``: the classifier; the default is
+    ``"float-stem-if-faster"``: the stem kept in float where :func:`mobilezoo.policies.float_stem` says so for
+    ``target``), or None to quantize everything ONNX Runtime can. ``"float-stem"`` needs the architecture and module-path node names
     :func:`export_onnx` writes; it warns when the graph has neither. ``rewrites`` names the
-    exact graph rewrites of :mod:`mobilezoo.deploy.int8_rewrites` to apply (all by default; ``()`` for ONNX
-    Runtime's graph as is). Activations are uint8 (asymmetric), weights int8 (symmetric, 7-bit with
+    exact graph rewrites of :mod:`mobilezoo.deploy.int8_rewrites` to apply (all by default, ``float-logits``
+    among them: the classifier's output is not rounded; ``()`` for ONNX Runtime's graph as is). Activations are uint8 (asymmetric), weights int8 (symmetric, 7-bit with
     ``reduce_range``), per output channel by default. ``reduce_range=None`` follows this CPU's policy
     (:func:`mobilezoo.policies.int8_weight_bits`: 7-bit without an int8 dot product). ``target`` is the runtime the
     file is for (``"onnxruntime"`` or ``"openvino"``): ``float-stem-if-faster`` follows that runtime's measured policy.
@@ -386,10 +390,13 @@ def quantize(
                 weight_type=QuantType.QUInt8,
                 nodes_to_exclude=excluded,
             )
-    if "uint8-hardsigmoid" in rewrites:
+    after = [(name, fn) for name, fn in (("uint8-hardsigmoid", uint8_hardsigmoid), ("float-logits", float_logits))
+             if name in rewrites]  # fmt: skip
+    if after:
         quantized = onnx.load(str(out_path))
-        counts["uint8-hardsigmoid"] = uint8_hardsigmoid(quantized)
-        if counts["uint8-hardsigmoid"]:
+        for name, fn in after:
+            counts[name] = fn(quantized)
+        if any(counts[name] for name, _ in after):
             onnx.save(quantized, str(out_path))
     return QuantizedModel(
         path=out_path,
