@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -158,6 +159,11 @@ def measure_cell(name: str, batch: int, threads: int, rounds: int) -> dict:
 
     ours_any, peer_any = best("ours:", False), best("peer:", False)
     ours_exact, peer_exact = best("ours:", True), best("peer:", True)
+
+    def per_round(peer: str, ours: str) -> list[float]:
+        """The peer's time / ours in each round: the two were timed minutes apart at most, under the same load."""
+        return [p / o for p, o in zip(cands[peer]["round_medians_ms"], cands[ours]["round_medians_ms"])]
+
     return {
         "model": name,
         "batch_size": batch,
@@ -171,8 +177,26 @@ def measure_cell(name: str, batch: int, threads: int, rounds: int) -> dict:
         "peer_fastest_exact": {"path": peer_exact[0], "median_ms": peer_exact[1]},
         "speedup": peer_any[1] / ours_any[1],
         "speedup_exact": peer_exact[1] / ours_exact[1],
+        "speedup_per_round": per_round(peer_any[0], ours_any[0]),
+        "speedup_exact_per_round": per_round(peer_exact[0], ours_exact[0]),
         "rounds": choice.rounds,
     }
+
+
+ATTEMPT_KEYS = ("speedup", "speedup_exact", "ours_fastest", "peer_fastest", "load_average_1m")
+
+
+def spread(cell: dict) -> float:
+    """The largest spread of the four compared paths (ours and the peer's fastest, any precision and exact)."""
+    paths = [cell[k]["path"] for k in ("ours_fastest", "peer_fastest", "ours_fastest_exact", "peer_fastest_exact")]
+    return max(cell["candidates"][p]["spread"] for p in paths)
+
+
+def machine_slug() -> str:
+    """``amd_avx512_vnni``, ``intel_amx_int8``, ``amd_avx2``...: the CPU kind a results file was measured on."""
+    cpu = cpu_info()
+    vendor = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(cpu.vendor, cpu.vendor.lower() or "cpu")
+    return f"{vendor}_{cpu.int8_dot or ('avx2' if 'avx2' in cpu.features else 'noavx2')}"
 
 
 def write_markdown(data: dict, path: Path) -> None:
@@ -184,23 +208,32 @@ def write_markdown(data: dict, path: Path) -> None:
         f"{env['usable_cpus']} cpus; torch {env['torch']}, onnxruntime {env['onnxruntime']}, openvino "
         f"{env['openvino']}; {data['threads']} threads, 224x224, random weights. All paths of a row were timed "
         f"interleaved in one process ({data['rounds']} rounds of blocks); figures are medians of per-round medians, "
-        "and *spread* is (max - min) / median of the per-round medians of the two compared paths (the larger).",
+        "and *spread* is (max - min) / median of the per-round medians of the four compared paths (the largest). A "
+        f"cell whose spread exceeded {data['max_spread']} was measured again (up to {data['retries']} more times; "
+        "the least disturbed attempt is shown, every attempt is in the JSON) and is marked *disturbed* if it stayed "
+        "above.",
         "",
-        "Speed-up = the peer's fastest / mobilezoo's fastest (above 1: mobilezoo faster). *Any precision*: int8 and "
-        "bf16 allowed (labelled); *exact*: fp32 paths only.",
+        "Speed-up = the peer's fastest / mobilezoo's fastest (above 1: mobilezoo faster); *per round* gives the range "
+        "of that ratio over the rounds (each round times both within seconds, under the same load). *Any precision*: "
+        "int8 and bf16 allowed (labelled); *exact*: fp32 paths only.",
         "",
-        "| model | batch | fastest peer, ms (path) | mobilezoo fastest, ms (path) | speed-up | spread | "
-        "fastest exact peer, ms | mobilezoo fastest exact, ms | exact speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | batch | fastest peer, ms (path) | mobilezoo fastest, ms (path) | speed-up | per round | spread | "
+        "fastest exact peer, ms | mobilezoo fastest exact, ms | exact speed-up | per round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def span(ratios: list[float]) -> str:
+        return f"{min(ratios):.2f}-{max(ratios):.2f}"
+
     for c in data["cells"]:
         o, p, oe, pe = c["ours_fastest"], c["peer_fastest"], c["ours_fastest_exact"], c["peer_fastest_exact"]
-        spread = max(c["candidates"][o["path"]]["spread"], c["candidates"][p["path"]]["spread"])
         lines.append(
             f"| {c['model']} | {c['batch_size']} | {p['median_ms']:.2f} ({p['path'][5:]}, {p['precision']}) | "
-            f"{o['median_ms']:.2f} ({o['path'][5:]}, {o['precision']}) | **{c['speedup']:.2f}** | {spread:.2f} | "
-            f"{pe['median_ms']:.2f} ({pe['path'][5:]}) | {oe['median_ms']:.2f} ({oe['path'][5:]}) | "
-            f"**{c['speedup_exact']:.2f}** |"
+            f"{o['median_ms']:.2f} ({o['path'][5:]}, {o['precision']}) | **{c['speedup']:.2f}** | "
+            f"{span(c['speedup_per_round'])} | {spread(c):.2f}{' (disturbed)' if c['disturbed'] else ''} | "
+            f"{pe['median_ms']:.2f} ({pe['path'][5:]}) | "
+            f"{oe['median_ms']:.2f} ({oe['path'][5:]}) | **{c['speedup_exact']:.2f}** | "
+            f"{span(c['speedup_exact_per_round'])} |"
         )
     lines += ["", "## Every path, ms (median of round medians)", ""]
     names = sorted({k for c in data["cells"] for k in c["candidates"]})
@@ -221,8 +254,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 32])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "peers.json"))
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--max-spread", type=float, default=0.25,
+                    help="a cell whose compared paths' per-round medians spread more than this was disturbed: "
+                         "measured again (the least disturbed attempt is kept, and marked if still above)")  # fmt: skip
+    ap.add_argument("--retries", type=int, default=2, help="re-measurements of a disturbed cell")
+    ap.add_argument("--out", default=None, help="default: results/peers_<cpu vendor>_<int8 feature>.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     env = environment()
@@ -231,14 +268,23 @@ def main() -> None:
     cells = []
     for name in args.models:
         for b in args.batches:
-            print(f"{name} batch {b}", file=sys.stderr, flush=True)
-            cell = measure_cell(name, b, args.threads, args.rounds)
-            print(f"  ours {cell['ours_fastest']} peer {cell['peer_fastest']} x{cell['speedup']:.2f} "
-                  f"exact x{cell['speedup_exact']:.2f}", file=sys.stderr, flush=True)  # fmt: skip
+            attempts = []
+            while len(attempts) <= args.retries:
+                print(f"{name} batch {b} (attempt {len(attempts) + 1})", file=sys.stderr, flush=True)
+                cell = measure_cell(name, b, args.threads, args.rounds)
+                cell["load_average_1m"] = os.getloadavg()[0]
+                attempts.append(cell)
+                print(f"  ours {cell['ours_fastest']} peer {cell['peer_fastest']} x{cell['speedup']:.2f} "
+                      f"exact x{cell['speedup_exact']:.2f} spread {spread(cell):.2f}", file=sys.stderr, flush=True)  # fmt: skip
+                if spread(cell) <= args.max_spread:
+                    break
+            cell = min(attempts, key=spread)  # the least disturbed attempt; all of them are kept
+            cell["disturbed"] = spread(cell) > args.max_spread
+            cell["attempts"] = [{k: a[k] for k in ATTEMPT_KEYS} | {"spread": spread(a)} for a in attempts]
             cells.append(cell)
-    data = {"environment": env, "threads": args.threads, "rounds": args.rounds, "cells": cells,
-            "policies": [d.to_dict() for d in current()]}  # fmt: skip
-    out = Path(args.out)
+    data = {"environment": env, "threads": args.threads, "rounds": args.rounds, "max_spread": args.max_spread,
+            "retries": args.retries, "cells": cells, "policies": [d.to_dict() for d in current()]}  # fmt: skip
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"peers_{machine_slug()}.json"
     out.write_text(json.dumps(data, indent=1) + "\n")
     write_markdown(data, out.with_suffix(".md"))
     print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
