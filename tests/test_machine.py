@@ -27,6 +27,7 @@ def test_parse_cpuinfo_reads_the_first_processor_and_the_known_features() -> Non
     assert intel.int8_dot == "amx_int8" and intel.bf16 == "amx_bf16"  # the strongest one is named
     assert "AVX-512" in intel.summary()
     assert intel.to_dict()["features"] == sorted(intel.features)
+    assert (amd.kind(), intel.kind()) == ("amd_avx2", "intel_amx_int8")  # results files are named by it
 
 
 def test_vnni_without_amx_is_an_int8_dot_product() -> None:

@@ -4,7 +4,17 @@ import pytest
 
 from mobilezoo import policies
 from mobilezoo.machine import CpuInfo
-from mobilezoo.policies import Decision, cached, float_stem, int8_weight_bits, measure_choice, ort_spin, store
+from mobilezoo.policies import (
+    Decision,
+    cached,
+    float_stem,
+    int8_weight_bits,
+    measure_choice,
+    measure_pair,
+    ort_spin,
+    sign_test,
+    store,
+)
 
 AMD = CpuInfo("AuthenticAMD", "AMD EPYC", frozenset({"avx2", "fma"}))
 INTEL = CpuInfo("GenuineIntel", "Xeon", frozenset({"avx2", "avx512f", "avx512_vnni", "amx_int8", "amx_bf16"}))
@@ -145,3 +155,39 @@ def test_quantize_keeps_the_stem_float_only_where_the_policy_says_so(tmp_path) -
     policies.save_decisions([Decision("float_stem/openvino/MobileNetV3", False, "measured", "all-int8 faster")])
     ov = quantize(model, calib, out_path=tmp_path / "b.onnx", resolution=32, target="openvino")
     assert ov.excluded == () and ov.nodes_kept_float == ()  # all int8, the classifier too (float logits)
+
+
+def test_measure_pair_gives_the_ratio_of_adjacent_blocks_and_its_verdict() -> None:
+    # b is 1.2x slower than a in every round, while the load doubles both every other round: the ratio stays 1.2
+    clock = FakeClock({"a": [1.0, 1.0, 2.0, 2.0] * 5, "b": [1.2, 1.2, 2.4, 2.4] * 5})
+    runs = clock.candidates(3)
+    pair = measure_pair(("a", runs["a"]), ("b", runs["b"]), rounds=20, calls=3, warmup=0, timer=clock.timer,
+                        sleep=lambda s: None)  # fmt: skip
+    assert pair.ratios == pytest.approx([1.2] * 20) and pair.median == pytest.approx(1.2)
+    assert pair.a_faster == 20 and pair.verdict == "faster" and pair.p_value == pytest.approx(2 / 2**20)
+
+
+def test_measure_pair_calls_a_split_a_tie_and_a_clear_loss_slower() -> None:
+    clock = FakeClock({"a": [1.0, 1.1] * 10, "b": [1.05] * 20})  # a wins half the rounds
+    runs = clock.candidates(2)
+    tie = measure_pair(("a", runs["a"]), ("b", runs["b"]), rounds=20, calls=2, warmup=0, timer=clock.timer,
+                       sleep=lambda s: None)  # fmt: skip
+    assert tie.a_faster == 10 and tie.verdict == "tie" and tie.p_value == pytest.approx(1.0)
+    clock = FakeClock({"a": [1.1] * 17 + [1.0] * 3, "b": [1.05] * 20})  # a loses 17 of 20
+    runs = clock.candidates(2)
+    loss = measure_pair(("a", runs["a"]), ("b", runs["b"]), rounds=20, calls=2, warmup=0, timer=clock.timer,
+                        sleep=lambda s: None)  # fmt: skip
+    assert loss.a_faster == 3 and loss.verdict == "slower" and loss.p_value < 0.01
+    assert loss.q1 <= loss.median <= loss.q3 < 1
+
+
+def test_measure_pair_and_the_sign_test_check_their_arguments() -> None:
+    assert sign_test(0, 1) == 1.0 and sign_test(3, 3) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="wins=4, n=3"):
+        sign_test(4, 3)
+    with pytest.raises(ValueError, match="different names, got 'a' twice"):
+        measure_pair(("a", lambda: None), ("a", lambda: None))
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1, got 0"):
+        measure_pair(("a", lambda: None), ("b", lambda: None), rounds=0)
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\), got 1.5"):
+        measure_pair(("a", lambda: None), ("b", lambda: None), alpha=1.5)

@@ -61,6 +61,13 @@ class CpuInfo:
         bf16 = self.bf16 or "no bf16"
         return f"{self.model} ({isa}, {int8}, {bf16})"
 
+    def kind(self) -> str:
+        """A file-name-safe tag of the CPU kind a result was measured on: ``amd_avx512_vnni``, ``intel_amx_int8``,
+        ``amd_avx2`` (vendor, then the int8 dot product, else the widest of AVX2 / none)."""
+        vendor = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(self.vendor, self.vendor.lower() or "cpu")
+        vendor = "".join(c if c.isalnum() else "_" for c in vendor)
+        return f"{vendor}_{self.int8_dot or ('avx2' if 'avx2' in self.features else 'noavx2')}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "vendor": self.vendor,

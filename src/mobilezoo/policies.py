@@ -9,12 +9,14 @@ ones and caches them per :func:`~mobilezoo.machine.machine_key` (CPU model, feat
 
 :func:`measure_choice` is the measurement every policy uses: candidates timed in interleaved rounds, each round a block
 of consecutive calls per candidate (so no candidate's idle threads sit between another's calls), repeated until the
-winner is stable against the machine's noise.
+winner is stable against the machine's noise. :func:`measure_pair` answers "how much faster is one than the
+other" head to head, with a sign test that calls a tie a tie.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -132,6 +134,91 @@ def measure_choice(
     medians = {n: statistics.median(v) for n, v in per_round.items()}
     ratios = {n: medians[n] / medians[best] for n in names}
     return MeasuredChoice(best, medians, ratios, len(per_round[best]), stable, per_round)
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """How much faster ``a`` is than ``b``, measured head to head in adjacent blocks.
+
+    ``ratios``: per round, ``b``'s median call time / ``a``'s (above 1: ``a`` faster), the two blocks timed within
+    a fraction of a second of each other, so a load burst that lasts longer than that hits both; ``median``,
+    ``q1``, ``q3``: of those ratios; ``a_faster``: the rounds ``a`` won; ``p_value``: the two-sided sign test of
+    "either is as likely to win a round" (rounds with equal times count for neither); ``verdict``: ``"faster"`` /
+    ``"slower"`` (``a`` against ``b``) where that test rejects at ``alpha``, else ``"tie"``.
+    """
+
+    a: str
+    b: str
+    ratios: list[float]
+    median: float
+    q1: float
+    q3: float
+    a_faster: int
+    p_value: float
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ratios"] = [round(r, 4) for r in self.ratios]
+        return d
+
+
+def sign_test(wins: int, n: int) -> float:
+    """Two-sided exact binomial p-value of ``wins`` out of ``n`` rounds when each side wins a round with p = 1/2."""
+    if not 0 <= wins <= n or n < 1:
+        raise ValueError(f"wins must be in [0, n] with n >= 1, got wins={wins}, n={n}")
+    k = min(wins, n - wins)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def measure_pair(
+    a: tuple[str, Callable[[], object]],
+    b: tuple[str, Callable[[], object]],
+    *,
+    rounds: int = 40,
+    calls: int = 10,
+    warmup: int = 1,
+    pause_s: float = 0.1,
+    alpha: float = 0.05,
+    timer: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PairedRatio:
+    """Time two candidates (name, call) head to head: ``rounds`` rounds of a block each, in alternating order.
+
+    Each block is ``warmup`` untimed calls then ``calls`` timed ones (their median is the block's time), followed by
+    ``pause_s`` of sleep (ONNX Runtime's idle threads spin for about 50 ms after a block by default: the pause keeps
+    them off the other candidate's block). On a shared machine whose load changes from second to second (per-round
+    medians of one candidate ranging 1.5-2x), the ratio of adjacent blocks is far steadier than either time: this is
+    the measurement for "is ``a`` faster than ``b``", where :func:`measure_choice` picks among many. Raises ValueError
+    for bad counts or ``alpha`` outside (0, 1).
+    """
+    for name, value in (("rounds", rounds), ("calls", calls)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    if a[0] == b[0]:
+        raise ValueError(f"the two candidates need different names, got {a[0]!r} twice")
+    ratios = []
+    for r in range(rounds):
+        block = {}
+        for name, fn in (a, b) if r % 2 == 0 else (b, a):
+            for _ in range(warmup):
+                fn()
+            samples = []
+            for _ in range(calls):
+                t0 = timer()
+                fn()
+                samples.append(timer() - t0)
+            block[name] = statistics.median(samples)
+            if pause_s:
+                sleep(pause_s)
+        ratios.append(block[b[0]] / block[a[0]])
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if rounds > 1 else ratios * 3
+    wins, losses = sum(r > 1 for r in ratios), sum(r < 1 for r in ratios)  # an exact tie counts for neither
+    p = sign_test(wins, wins + losses) if wins + losses else 1.0
+    verdict = "tie" if p >= alpha else ("faster" if wins > losses else "slower")
+    return PairedRatio(a[0], b[0], ratios, median, q1, q3, wins, p, verdict)
 
 
 # ---------------------------------------------------------------- the cache of measured decisions
