@@ -2,10 +2,10 @@
 
 The choice is measured on the machine at hand, because it differs between machines: on an AMD EPYC (AVX2, no VNNI)
 ONNX Runtime beat OpenVINO in fp32 for every family, while on an Intel Xeon with AMX OpenVINO's int8 and bf16 kernels
-were 2-4x faster than ONNX Runtime's (``benchmarks/results/peers.md``). Candidates are prepared once, checked against
-eager PyTorch, then timed interleaved (each ONNX Runtime session spins only during its own runs, so none steals the
-cores of another), re-measured while noisy. Choices for registered models are cached per machine and versions
-(:func:`mobilezoo.policies.cached`), so asking again is instant.
+were 2-4x faster than ONNX Runtime's (``benchmarks/results/peers_intel_amx_int8.md``). Candidates are prepared
+once, checked against eager PyTorch, then timed interleaved (each ONNX Runtime session spins only during its own
+runs, so none steals the cores of another), re-measured while noisy. Choices for registered models are cached per
+machine and versions (:func:`mobilezoo.policies.cached`), so asking again is instant.
 """
 
 from __future__ import annotations
