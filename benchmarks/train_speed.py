@@ -6,7 +6,7 @@ digits for ``steps`` steps and its images/s is the batch over the median time be
 All three are measured in turn, ``rounds`` times over, so the machine's load hits them alike; figures are medians over
 rounds. Written with the machine, its CPU features and the versions.
 
-    .venv/bin/python benchmarks/train_speed.py        # MobileNetV3-Small, batch 32, 224 px: results/train_speed.json
+    .venv/bin/python benchmarks/train_speed.py        # MobileNetV3-Small, batch 32, 224 px: results/train_speed_<cpu kind>.json
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=40, help="trainer steps per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_speed.json"))
+    ap.add_argument("--out", default=None, help="default: results/train_speed_<cpu vendor>_<int8 feature>.json")
     args = ap.parse_args()
     base = TrainConfig(model=args.model, data="builtin", img_size=args.img_size, batch_size=args.batch_size, epochs=1,
                        train_subset=args.batch_size * args.steps, val_subset=50, bn_recalibrate=1)  # fmt: skip
@@ -101,7 +101,8 @@ def main() -> None:
         "trainer_over_best_plain": medians["trainer"] / best_plain,
         "trainer_decisions": decided,
     }  # fmt: skip
-    Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"train_speed_{cpu_info().kind()}.json"
+    out.write_text(json.dumps(data, indent=1) + "\n")
     print(
         json.dumps({k: round(v, 1) for k, v in medians.items()}),
         f"trainer / best plain {data['trainer_over_best_plain']:.2f}",
