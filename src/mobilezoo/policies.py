@@ -76,6 +76,27 @@ class MeasuredChoice:
         }
 
 
+def _time_block(
+    fn: Callable[[], object],
+    warmup: int,
+    calls: int,
+    pause_s: float,
+    timer: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> float:
+    """One block: ``warmup`` untimed calls, the median of ``calls`` timed ones in ms, then ``pause_s`` of sleep."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(calls):
+        t0 = timer()
+        fn()
+        samples.append((timer() - t0) * 1e3)
+    if pause_s:
+        sleep(pause_s)
+    return statistics.median(samples)
+
+
 def measure_choice(
     candidates: Mapping[str, Callable[[], object]],
     *,
@@ -109,17 +130,7 @@ def measure_choice(
     for r in range(max_rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            fn = candidates[name]
-            for _ in range(warmup):
-                fn()
-            samples = []
-            for _ in range(calls):
-                t0 = timer()
-                fn()
-                samples.append((timer() - t0) * 1e3)
-            per_round[name].append(statistics.median(samples))
-            if pause_s:
-                sleep(pause_s)
+            per_round[name].append(_time_block(candidates[name], warmup, calls, pause_s, timer, sleep))
         medians = {n: statistics.median(v) for n, v in per_round.items()}
         best = min(medians, key=medians.__getitem__)
         if r + 1 >= min_rounds:
@@ -203,16 +214,7 @@ def measure_pair(
     for r in range(rounds):
         block = {}
         for name, fn in (a, b) if r % 2 == 0 else (b, a):
-            for _ in range(warmup):
-                fn()
-            samples = []
-            for _ in range(calls):
-                t0 = timer()
-                fn()
-                samples.append(timer() - t0)
-            block[name] = statistics.median(samples)
-            if pause_s:
-                sleep(pause_s)
+            block[name] = _time_block(fn, warmup, calls, pause_s, timer, sleep)
         ratios.append(block[b[0]] / block[a[0]])
     q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if rounds > 1 else ratios * 3
     wins, losses = sum(r > 1 for r in ratios), sum(r < 1 for r in ratios)  # an exact tie counts for neither
