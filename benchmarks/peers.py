@@ -54,6 +54,7 @@ MODELS = (
     "shufflenet_v2_x1_0",
     "shufflenet_v1_g3_x1_0",
 )
+FASTEST_KEYS = (("ours:", False), ("peer:", False), ("ours:", True), ("peer:", True))  # (side, exact only)
 FINALISTS = 3  # each side's fastest paths (by round medians) that may play off head to head for "fastest"
 PEER_PRECISION = {"peer:onnxruntime": "fp32", "peer:openvino-f32": "fp32", "peer:openvino-default": "bf16",
                   "peer:openvino-int8": "int8"}  # fmt: skip
@@ -155,7 +156,7 @@ def measure_cell(name: str, batch: int, threads: int, rounds: int, pair_rounds: 
             return measure_pair((a, runs[a]), (b, runs[b]), rounds=rounds, calls=pair_calls, pause_s=0.1)
 
         fastest, knockouts = {}, []
-        for owner, exact in (("ours:", False), ("peer:", False), ("ours:", True), ("peer:", True)):
+        for owner, exact in FASTEST_KEYS:
             pool = [k for k in runs if k.startswith(owner) and (not exact or precision_of(k) == "fp32")]
             pool.sort(key=lambda k: statistics.median(choice.per_round_ms[k]))
             best = pool[0]
@@ -180,11 +181,9 @@ def measure_cell(name: str, batch: int, threads: int, rounds: int, pair_rounds: 
                     "round_max_ms": max(per_round), "spread": (max(per_round) - min(per_round)) / med,
                     "round_medians_ms": per_round, "notes": notes.get(k, "")}  # fmt: skip
 
-    def best(owner: str, exact: bool) -> tuple[str, float]:
-        return fastest[owner, exact], cands[fastest[owner, exact]]["median_ms"]
-
-    ours_any, peer_any = best("ours:", False), best("peer:", False)
-    ours_exact, peer_exact = best("ours:", True), best("peer:", True)
+    ours_any, peer_any, ours_exact, peer_exact = (
+        (k, cands[k]["median_ms"]) for k in (fastest[side] for side in FASTEST_KEYS)
+    )
     pair_any, pair_exact = pairs[ours_any[0], peer_any[0]], pairs[ours_exact[0], peer_exact[0]]
 
     return {

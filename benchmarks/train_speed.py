@@ -6,7 +6,7 @@ digits for ``steps`` steps and its images/s is the batch over the median time be
 All three are measured in turn, ``rounds`` times over, so the machine's load hits them alike; figures are medians over
 rounds. Written with the machine, its CPU features and the versions.
 
-    .venv/bin/python benchmarks/train_speed.py        # MobileNetV3-Small, batch 32, 224 px: results/train_speed_<cpu kind>.json
+    .venv/bin/python benchmarks/train_speed.py    # MobileNetV3-Small, b32, 224 px: results/train_speed_<cpu kind>.json
 """
 
 from __future__ import annotations

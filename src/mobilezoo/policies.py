@@ -76,6 +76,13 @@ class MeasuredChoice:
         }
 
 
+def _check_counts(**counts: object) -> None:
+    """Raise ValueError naming the first count that is not an integer >= 1."""
+    for name, value in counts.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def _time_block(
     fn: Callable[[], object],
     warmup: int,
@@ -119,9 +126,7 @@ def measure_choice(
     """
     if len(candidates) < 2:
         raise ValueError(f"measure_choice needs at least two candidates, got {list(candidates)}")
-    for name, value in (("calls", calls), ("min_rounds", min_rounds), ("max_rounds", max_rounds)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    _check_counts(calls=calls, min_rounds=min_rounds, max_rounds=max_rounds)
     if max_rounds < min_rounds:
         raise ValueError(f"max_rounds ({max_rounds}) must be >= min_rounds ({min_rounds})")
     names = list(candidates)
@@ -203,9 +208,7 @@ def measure_pair(
     the measurement for "is ``a`` faster than ``b``", where :func:`measure_choice` picks among many. Raises ValueError
     for bad counts or ``alpha`` outside (0, 1).
     """
-    for name, value in (("rounds", rounds), ("calls", calls)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    _check_counts(rounds=rounds, calls=calls)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     if a[0] == b[0]:
