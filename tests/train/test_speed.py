@@ -1,6 +1,11 @@
-"""The training memory format chosen by measurement, with fake timings (no real timing is asserted)."""
+"""The training memory format chosen by measurement, with fake timings (no real timing is asserted), and the
+allocator setting, with a fake environment and C library (its real effect counted in page faults, not timed)."""
 
 import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -16,6 +21,7 @@ from .conftest import TINY
 def _fresh(tmp_path, monkeypatch):
     monkeypatch.setenv("MOBILEZOO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(speed, "_ASKED", {})
+    monkeypatch.setattr(speed, "_KEPT", [])
 
 
 def _fake(best: str, stable: bool = True):
@@ -89,3 +95,88 @@ def test_the_trainer_uses_the_decision_and_a_resumed_run_keeps_its_layout(tmp_pa
     assert [r["memory_format"] for r in resumed.history] == ["channels_last", "channels_last"]
     off = train(dataclasses.replace(cfg, out=str(tmp_path / "off"), channels_last=False))
     assert [r["memory_format"] for r in off.history] == ["contiguous", "contiguous"]
+
+
+class FakeLibc:
+    def __init__(self, refuse_above: int | None = None) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.refuse_above = refuse_above
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        refused = param == speed._M_MMAP_THRESHOLD and self.refuse_above is not None and value > self.refuse_above
+        return int(not refused)
+
+
+def test_freed_memory_is_kept_once_per_process() -> None:
+    libc = FakeLibc()
+    d = speed.keep_freed_memory(environ={}, libc=libc)
+    assert d.value is True and d.how == "platform" and speed.freed_memory_kept()
+    assert libc.calls == [(speed._M_MMAP_THRESHOLD, 1 << 30), (speed._M_TRIM_THRESHOLD, 1 << 30)]
+    assert speed.keep_freed_memory(environ={}, libc=libc) is d and len(libc.calls) == 2
+
+
+def test_an_older_glibc_gets_the_largest_mmap_threshold_it_takes() -> None:
+    libc = FakeLibc(refuse_above=32 << 20)  # glibc < 2.35 refuses more than HEAP_MAX_SIZE / 2
+    d = speed.keep_freed_memory(environ={}, libc=libc)
+    assert d.value is True and d.figures["mmap_threshold_bytes"] == 32 << 20 and "up to 32 MiB" in d.reason
+    refusing = FakeLibc(refuse_above=0)
+    speed._KEPT.clear()
+    d = speed.keep_freed_memory(environ={}, libc=refusing)
+    assert d.value is False and "refused an mmap threshold of 32 MiB" in d.reason and not speed.freed_memory_kept()
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"MALLOC_TRIM_THRESHOLD_": "0"}, "MALLOC_TRIM_THRESHOLD_"),
+        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, "GLIBC_TUNABLES"),
+        ({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}, "jemalloc"),
+    ],
+)
+def test_an_allocator_the_user_chose_is_left_alone(environ, named) -> None:
+    libc = FakeLibc()
+    d = speed.keep_freed_memory(environ=environ, libc=libc)
+    assert d.value is False and named in d.reason and libc.calls == [] and not speed.freed_memory_kept()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the setting is glibc's")
+def test_kept_memory_spares_the_page_faults_of_reallocating_a_buffer() -> None:
+    # A 64 MiB buffer is over glibc's largest dynamic mmap threshold: by default each allocation maps fresh pages
+    # (16384 faults of 4 KiB); with the memory kept the freed buffer's pages are reused. Counts, not times.
+    script = textwrap.dedent(
+        """
+        import resource, sys, torch
+        from mobilezoo.train import speed
+        if sys.argv[1] == "keep":
+            assert speed.keep_freed_memory().value, "glibc refused"
+        faults = []
+        for _ in range(8):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            torch.empty(16 << 20).fill_(1.0)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        print(sum(faults[2:]))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    counts = {}
+    for mode in ("default", "keep"):
+        out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, env=env, check=True)
+        counts[mode] = int(out.stdout.split()[-1])
+    assert counts["default"] >= 6 * 16384 * 0.9, counts  # the premise: fresh pages each time
+    assert counts["keep"] < counts["default"] / 2, counts
+
+
+def test_the_trainer_keeps_freed_memory_on_cpu_unless_told_not_to(tmp_path, monkeypatch, one_thread) -> None:
+    calls = []
+
+    def fake_keep():
+        calls.append(1)
+        speed._KEPT.append(Decision("train_keep_freed_memory", True, "platform", "fake"))
+
+    monkeypatch.setattr("mobilezoo.train.engine.keep_freed_memory", fake_keep)
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "out": None})
+    off = train(dataclasses.replace(cfg, keep_freed_memory=False))
+    assert calls == [] and off.history[-1]["freed_memory_kept"] is False
+    on = train(cfg)
+    assert calls == [1] and on.history[-1]["freed_memory_kept"] is True

@@ -71,6 +71,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
+    keep_freed_memory: bool = True
     checkpoint_every: int = 0
     weights: str | None = None
     resolved: bool = False
@@ -175,6 +176,8 @@ def validate_config(cfg: TrainConfig) -> None:
     need(cfg.grad_clip >= 0, "grad_clip", "0 (off) or a max gradient norm > 0")
     need(cfg.train_subset is None or cfg.train_subset >= 1, "train_subset", "None or an integer >= 1")
     need(cfg.val_subset is None or cfg.val_subset >= 1, "val_subset", "None or an integer >= 1")
+    for name in ("amp", "channels_last", "keep_freed_memory"):
+        need(isinstance(getattr(cfg, name), bool), name, "true or false")
     need(cfg.num_workers >= 0, "num_workers", "an integer >= 0")
     need(cfg.checkpoint_every >= 0, "checkpoint_every", "0 (each epoch) or a step interval >= 1")
     need(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device", "auto, cpu or cuda[:N]")

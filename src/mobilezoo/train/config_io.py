@@ -17,7 +17,7 @@ import yaml
 from mobilezoo.train.config import TrainConfig
 
 # config fields that may differ between a run and its resumption (they do not change the result on CPU)
-RESUME_MAY_DIFFER = {"num_workers", "device", "out", "checkpoint_every"}
+RESUME_MAY_DIFFER = {"num_workers", "device", "out", "checkpoint_every", "keep_freed_memory"}
 
 
 def load_config(path: str | PathLike) -> TrainConfig:
@@ -63,10 +63,11 @@ def check_resume(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
 def resume_config(run_dir: str | Path, *, labels: Mapping[str, str] | None = None, **overrides: Any) -> TrainConfig:
     """The saved config of ``run_dir``, for ``train(..., resume=True)``: a resumed run keeps its config.
 
-    ``overrides`` of the fields in :data:`RESUME_MAY_DIFFER` (num_workers, device, out, checkpoint_every) replace
-    the saved values. Any other field may be given only with its saved value (a repeated command line, say); one
-    with another value raises a ValueError naming each such field (as ``labels[field]`` if given, e.g. a CLI flag)
-    with the run's value and the given one, rather than being ignored. Unknown fields raise a ValueError too.
+    ``overrides`` of the fields in :data:`RESUME_MAY_DIFFER` (num_workers, device, out, checkpoint_every,
+    keep_freed_memory) replace the saved values. Any other field may be given only with its saved value (a repeated
+    command line, say); one with another value raises a ValueError naming each such field (as ``labels[field]`` if
+    given, e.g. a CLI flag) with the run's value and the given one, rather than being ignored. Unknown fields raise a
+    ValueError too.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():

@@ -51,7 +51,7 @@ from mobilezoo.train.guards import (
 from mobilezoo.train.optim import build_optimizer, lr_factor
 from mobilezoo.train.results import ProgressEvent, TrainResult
 from mobilezoo.train.run_data import RunData, epoch_batches
-from mobilezoo.train.speed import choose_channels_last
+from mobilezoo.train.speed import choose_channels_last, freed_memory_kept, keep_freed_memory
 
 
 def seed_everything(seed: int) -> None:
@@ -141,6 +141,8 @@ def train(
     # channels_last where it is faster: on CUDA always; on CPU as measured here (it is 1.3x faster on one CPU and
     # slower on another; see mobilezoo.train.speed). A resumed run keeps the layout it was started with (below).
     has_checkpoint = resume and run_dir is not None and (run_dir / ckpt.POINTER).is_file()
+    if device.type == "cpu" and cfg.keep_freed_memory:
+        keep_freed_memory()  # each step reuses the last one's memory (process-wide; see mobilezoo.train.speed)
     channels_last = _channels_last(cfg, model, device, info) if not has_checkpoint else cfg.channels_last and cuda
     model.to(device)
     if channels_last:
@@ -327,6 +329,7 @@ def train(
             "bn_recalibrated_images": recal,
             "train_images_per_s": float(sums[2] / max(acc["time"], 1e-9)) if acc["time"] else None,
             "memory_format": "channels_last" if channels_last else "contiguous",
+            "freed_memory_kept": freed_memory_kept(),
             "skipped_images": int(sums[3]),
         }
         skipped_total += int(sums[3])
