@@ -4,8 +4,8 @@ For each model and batch size, one process prepares
 
 - **ours**: the backends ``mobilezoo bench --backend auto --precision any`` chooses from (ONNX Runtime fp32 and int8,
   their ``-streams`` forms at batch > 1, OpenVINO f32, bf16 where the CPU has it, and int8 from the same calibrated
-  model), through mobilezoo's export and this machine's policies (``mobilezoo tune`` first: ONNX Runtime's spinning
-  and the float stem per runtime are measured ones);
+  model), through mobilezoo's export and this machine's policies (ONNX Runtime's spinning and the float stem per
+  runtime: where ``mobilezoo tune`` has not measured them here, this script runs it first);
 - **peers**: torchvision's same architecture (mobilezoo's own module where torchvision has none: MobileNetV1,
   ShuffleNet V1) exported with a plain ``torch.onnx.export`` (its defaults: the input's fixed shape, which lets
   OpenVINO compile static-shape kernels too) and run by ONNX Runtime with its default session options,
@@ -43,6 +43,7 @@ from mobilezoo import create_model, model_card
 from mobilezoo.benchmark.auto import default_backends
 from mobilezoo.benchmark.backends import precision, prepare, shared_exports
 from mobilezoo.benchmark.environment import environment
+from mobilezoo.benchmark.tune import tune
 from mobilezoo.machine import cpu_info
 from mobilezoo.policies import current, measure_choice, measure_pair
 
@@ -330,6 +331,10 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="default: results/peers_<cpu vendor>_<int8 feature>.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    unmeasured = [d.policy for d in current(args.threads) if d.how == "default"]
+    if unmeasured:  # ours must run with this machine's policies, not the defaults (`mobilezoo tune`)
+        print(f"not measured on this machine: {', '.join(unmeasured)}; measuring them first", file=sys.stderr)
+        tune(threads=args.threads)
     env = environment()
     env["cpu_summary"] = cpu_info().summary()
     env["cpu_features"] = cpu_info().to_dict()
