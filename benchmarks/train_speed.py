@@ -33,7 +33,7 @@ from torch import nn
 from mobilezoo import create_model
 from mobilezoo.benchmark.environment import environment
 from mobilezoo.machine import cpu_info
-from mobilezoo.policies import sign_test
+from mobilezoo.policies import PairedRatio
 from mobilezoo.train import TrainConfig, train
 from mobilezoo.train.config import resolve_config
 from mobilezoo.train.optim import build_optimizer
@@ -137,11 +137,9 @@ def main() -> None:
     ips = {row: [m["images_per_s"] for m in ms] for row, ms in runs.items()}
     medians = {row: statistics.median(v) for row, v in ips.items()}
 
-    def against(reference: str) -> dict:
+    def against(reference: str) -> dict:  # per round: the trainer's images/s / the step's (its time / the trainer's)
         ratios = [t / p for t, p in zip(ips["trainer"], ips[reference], strict=True)]
-        wins = sum(x > 1 for x in ratios)
-        return {"ratios": ratios, "median": statistics.median(ratios), "trainer_won": wins,
-                "rounds": len(ratios), "sign_test_p": sign_test(wins, len(ratios))}  # fmt: skip
+        return PairedRatio.from_ratios("trainer", reference, ratios).to_dict()
 
     data = {
         "environment": {**environment(), "cpu_summary": cpu_info().summary(), "cpu_features": cpu_info().to_dict()},
@@ -159,9 +157,7 @@ def main() -> None:
     print(json.dumps({k: round(v, 1) for k, v in medians.items()}))
     for key in ("trainer_over_plain_channels_last", "trainer_over_plain_channels_last_kept"):
         c = data[key]
-        print(
-            f"{key}: median {c['median']:.3f}, won {c['trainer_won']}/{c['rounds']}, sign test p {c['sign_test_p']:.3f}"
-        )
+        print(f"{key}: median {c['median']:.3f}, won {c['a_faster']}/{len(c['ratios'])}, p {c['p_value']:.3f}")
 
 
 if __name__ == "__main__":

@@ -191,3 +191,13 @@ def test_measure_pair_and_the_sign_test_check_their_arguments() -> None:
         measure_pair(("a", lambda: None), ("b", lambda: None), rounds=0)
     with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\), got 1.5"):
         measure_pair(("a", lambda: None), ("b", lambda: None), alpha=1.5)
+
+
+def test_paired_ratio_summarises_ratios_measured_elsewhere() -> None:
+    # e.g. images/s of separate processes (benchmarks/train_speed.py): the same summary as measure_pair's
+    one = policies.PairedRatio.from_ratios("a", "b", [1.1])
+    assert (one.median, one.q1, one.q3, one.a_faster, one.verdict) == (1.1, 1.1, 1.1, 1, "tie")
+    ties = policies.PairedRatio.from_ratios("a", "b", [1.0, 1.0, 1.2])  # exact ties count for neither side
+    assert ties.a_faster == 1 and ties.p_value == pytest.approx(1.0) and ties.median == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one round, got none"):
+        policies.PairedRatio.from_ratios("a", "b", [])

@@ -173,6 +173,18 @@ class PairedRatio:
     p_value: float
     verdict: str
 
+    @classmethod
+    def from_ratios(cls, a: str, b: str, ratios: list[float], alpha: float = 0.05) -> PairedRatio:
+        """The summary of per-round ratios (``b``'s time / ``a``'s) measured by any means; ValueError if none."""
+        if not ratios:
+            raise ValueError("ratios must hold at least one round, got none")
+        n = len(ratios)
+        q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if n > 1 else ratios * 3
+        wins, losses = sum(r > 1 for r in ratios), sum(r < 1 for r in ratios)  # an exact tie counts for neither
+        p = sign_test(wins, wins + losses) if wins + losses else 1.0
+        verdict = "tie" if p >= alpha else ("faster" if wins > losses else "slower")
+        return cls(a, b, list(ratios), median, q1, q3, wins, p, verdict)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ratios"] = [round(r, 4) for r in self.ratios]
@@ -219,11 +231,7 @@ def measure_pair(
         for name, fn in (a, b) if r % 2 == 0 else (b, a):
             block[name] = _time_block(fn, warmup, calls, pause_s, timer, sleep)
         ratios.append(block[b[0]] / block[a[0]])
-    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if rounds > 1 else ratios * 3
-    wins, losses = sum(r > 1 for r in ratios), sum(r < 1 for r in ratios)  # an exact tie counts for neither
-    p = sign_test(wins, wins + losses) if wins + losses else 1.0
-    verdict = "tie" if p >= alpha else ("faster" if wins > losses else "slower")
-    return PairedRatio(a[0], b[0], ratios, median, q1, q3, wins, p, verdict)
+    return PairedRatio.from_ratios(a[0], b[0], ratios, alpha)
 
 
 # ---------------------------------------------------------------- the cache of measured decisions
